@@ -1,0 +1,120 @@
+"""Composition root: builds detector, source, GPS and sinks from the config and runs the pipeline."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.buffers import BoundedQueue
+from edge.config import Config
+from edge.detect import Detector
+from edge.events import derived_session_id, new_session_id
+from edge.pipeline import EventSink, GpsLookup, Pipeline, PipelineStats
+from edge.types import Frame
+
+log = logging.getLogger(__name__)
+
+
+def parse_time(value: str) -> float:
+    """ISO 8601 → epoch seconds; a time without zone is UTC."""
+    text = value.strip().replace("Z", "+00:00")
+    parsed = dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()
+
+
+def session_for(cfg: Config, uri: str, start_time: float | None) -> str:
+    """Configured session id; for recordings one derived from the file (a replay gives the same ids twice);
+    for live sources a new random one."""
+    if cfg.vehicle.session_id:
+        return cfg.vehicle.session_id
+    path = Path(uri)
+    if path.exists():
+        st = path.stat()
+        start = start_time if start_time is not None else st.st_mtime
+        size = st.st_size if path.is_file() else sum(1 for _ in path.iterdir())
+        return derived_session_id(start, path.name, size, cfg.vehicle.vehicle_id, cfg.vehicle.camera_id)
+    return new_session_id()
+
+
+class LimitedSource:
+    """At most `limit` frames of a source (replay --limit)."""
+
+    def __init__(self, source, limit: int):  # noqa: ANN001
+        self._source, self._limit = source, limit
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        return itertools.islice(self._source.frames(stop), self._limit)
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - delegate name, live, stats, close, ...
+        return getattr(self._source, name)
+
+
+def open_detector(cfg: Config, *, all_classes: bool = False) -> Detector:
+    detector = Detector(cfg.detector, state_dir=Path(cfg.state.state_dir), all_classes=all_classes)
+    detector.warmup()
+    return detector
+
+
+@dataclass
+class ReplayResult:
+    stats: PipelineStats
+    source_stats: object
+    session_id: str
+    source_name: str
+
+
+def run_replay(
+    cfg: Config,
+    sink: EventSink,
+    *,
+    detector: Detector | None = None,
+    limit: int | None = None,
+    start_time: float | None = None,
+    gps: GpsLookup | None = None,
+    stop: threading.Event | None = None,
+    on_tick: Callable[[PipelineStats], None] | None = None,
+    all_classes: bool = False,
+) -> ReplayResult:
+    """Run the pipeline over cfg.source to its end. Raises SourceError / ModelError for unusable inputs."""
+    from edge.sources import Capture, open_source  # sources are a stage package: wired here
+
+    stop = stop or threading.Event()
+    detector = detector or open_detector(cfg, all_classes=all_classes)
+    source = open_source(cfg.source, start_time=start_time)
+    if limit is not None:
+        source = LimitedSource(source, limit)
+    session_id = session_for(cfg, cfg.source.uri, start_time)
+    frames: BoundedQueue[Frame] = BoundedQueue(cfg.source.queue_size, "drop_oldest" if source.live else "block")
+    pipeline = Pipeline(
+        Capture(source, frames),
+        frames,
+        detector,
+        sink,
+        vehicle_id=cfg.vehicle.vehicle_id,
+        camera_id=cfg.vehicle.camera_id,
+        session_id=session_id,
+        gps=gps,
+    )
+    log.info(
+        "replay %s: session %s, model %s on %s, %.1f fps, classes %s",
+        source.name, session_id, detector.model_name, detector.provider, cfg.source.inference_fps,
+        ", ".join(detector.classes) if len(detector.classes) <= 5 else f"{len(detector.classes)} classes",
+    )
+    try:
+        stats = pipeline.run(stop, on_tick=on_tick)
+    finally:
+        source.close()
+    return ReplayResult(stats, source.stats, session_id, source.name)
+
+
+def default_state_dir() -> str:
+    """State directory for interactive runs: $EDGE_STATE_DIR, else under the user's cache."""
+    return os.environ.get("EDGE_STATE_DIR") or str(Path.home() / ".cache" / "edge-detector")

@@ -1,0 +1,316 @@
+"""Command line: replay | detect | model info/export | config check (and the commands later issues add)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge import __version__
+from edge.config import Config, ConfigError, find_config_file, load_config
+from edge.logs import setup_logging
+
+log = logging.getLogger("edge.cli")
+
+# Exit codes
+OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _Progress:
+    """One self-rewriting line on a terminal; a log line every 10 s otherwise."""
+
+    def __init__(self, total: int | None, stream=sys.stderr, enabled: bool = True):  # noqa: ANN001
+        self.total, self.stream, self.enabled = total, stream, enabled
+        self.tty = enabled and stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, stats) -> None:  # noqa: ANN001 - PipelineStats
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not self.tty and now - self._last < 10:
+            return
+        self._last = now
+        fps = stats.fps
+        line = f"frames {stats.frames}"
+        if self.total:
+            pct = min(100.0, 100.0 * stats.frames / self.total)
+            eta = (self.total - stats.frames) / fps if fps > 0 else 0
+            line = f"{pct:5.1f}% frames {stats.frames}/{self.total} ETA {eta:4.0f}s"
+        line += f" | {fps:5.2f} fps | detections {stats.detections}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(78))
+            self.stream.flush()
+        else:
+            log.info("progress: %s", line)
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, object] | None = None) -> Config:
+    path = find_config_file(getattr(args, "config", None))
+    return load_config(path, overrides=overrides)
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    for key, msg in exc.problems:
+        print(f"config error: {exc.origin}: {key}: {msg}", file=sys.stderr)
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from edge.app import parse_time, run_replay
+    from edge.sinks.jsonl import JsonlSink
+
+    overrides: dict[str, object] = {"source.uri": args.source}
+    if args.fps is not None:
+        overrides["source.inference_fps"] = args.fps
+    if args.model:
+        overrides["detector.model"] = args.model
+    if args.session:
+        overrides["vehicle.session_id"] = args.session
+    if args.state_dir:
+        overrides["state.state_dir"] = args.state_dir
+    cfg = _load(args, overrides)
+    start_time = parse_time(args.start_time) if args.start_time else None
+
+    sink = JsonlSink(args.out or "-")
+    progress = _Progress(_expected_frames(args.source, cfg.source.inference_fps, args.limit), enabled=not args.quiet)
+    stop = threading.Event()
+    try:
+        result = run_replay(
+            cfg, sink.write, limit=args.limit, start_time=start_time, stop=stop, on_tick=progress,
+            all_classes=args.all_classes,
+        )
+    finally:
+        progress.done()
+        sink.close()
+    _print_summary(result, sink.written, args.out)
+    return OK
+
+
+def _expected_frames(uri: str, fps: float, limit: int | None) -> int | None:
+    """Sampled frames a file replay will produce, for the ETA; None for live sources or folders."""
+    import cv2
+
+    path = Path(uri)
+    total = None
+    if path.is_file():
+        cap = cv2.VideoCapture(str(path))
+        try:
+            n, src_fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+        finally:
+            cap.release()
+        if n > 0 and src_fps > 0:
+            total = int(min(n, (n / src_fps) * fps + 1))
+    elif path.is_dir():
+        total = sum(1 for p in path.iterdir() if p.is_file())
+    if limit is not None:
+        total = min(total, limit) if total else limit
+    return total
+
+
+def _print_summary(result, written: int, out: str | None) -> None:  # noqa: ANN001
+    st = result.stats
+    p50, p99 = st.percentiles(st.overhead_ms)
+    i50, _ = st.percentiles(st.inference_ms)
+    classes = ", ".join(f"{k}: {v}" for k, v in sorted(st.by_class.items())) or "none"
+    src = result.source_stats
+    lines = [
+        f"replay of {result.source_name} done: session {result.session_id}",
+        f"  frames {st.frames} in {st.elapsed:.1f} s ({st.fps:.2f} fps), frames with detections {st.frames_with_detections}",
+        f"  detections {st.detections} ({classes})",
+        f"  inference p50 {i50:.1f} ms; overhead outside session.run p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+    ]
+    corrupt = getattr(src, "corrupt_frames", 0)
+    if corrupt:
+        lines.append(f"  corrupt frames skipped: {corrupt}")
+    lines.append(f"  events written: {written} to {out if out and out != '-' else 'stdout'}")
+    print("\n".join(lines), file=sys.stderr)
+
+
+# --- detect -----------------------------------------------------------------------------------
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge.app import open_detector
+
+    overrides = {"detector.model": args.model} if args.model else {}
+    if args.conf is not None:
+        overrides["detector.confidence"] = args.conf
+    cfg = _load(args, overrides)
+    detector = open_detector(cfg, all_classes=args.all_classes)
+    status = OK
+    for name in args.images:
+        image = cv2.imread(name, cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"{name}: cannot read as an image (missing, unreadable or not an image)", file=sys.stderr)
+            status = BAD_INPUT
+            continue
+        det = detector.detect(image)
+        if args.json:
+            for i in range(len(det)):
+                print(json.dumps({
+                    "image": name, "class_id": int(det.class_id[i]), "class_name": det.class_name(i),
+                    "confidence": round(float(det.confidence[i]), 4),
+                    "xyxy": [round(float(v), 2) for v in det.xyxy[i]],
+                }))
+        else:
+            print(f"{name}: {len(det)} detection(s)")
+            for i in range(len(det)):
+                x1, y1, x2, y2 = (float(v) for v in det.xyxy[i])
+                print(f"  {det.class_name(i):<16} {float(det.confidence[i]):.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
+    return status
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from edge.detect import load_model, model_summary
+
+    _session, info = load_model(Path(args.path), ("cpu",))
+    summary = model_summary(info)
+    summary["providers_available"] = ort.get_available_providers()
+    summary["onnxruntime"] = ort.__version__
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return OK
+    print(f"model       {summary['path']}")
+    print(f"description {summary['description']}")
+    print(f"input       {info.input_name} (1, 3, {info.imgsz[0]}, {info.imgsz[1]}) {info.input_dtype}")
+    print(f"output      {tuple(info.output_shape)}")
+    print(f"stride      {info.stride}")
+    print(f"classes     {info.num_classes}: " + ", ".join(f"{i}={n}" for i, n in enumerate(info.names[:20]))
+          + (" …" if info.num_classes > 20 else ""))
+    print(f"providers   {', '.join(summary['providers_available'])} (onnxruntime {ort.__version__}; "
+          "listed is not the same as usable: the detector logs the one it really got)")
+    return OK
+
+
+def cmd_model_export(args: argparse.Namespace) -> int:
+    from edge.detect.export import ExportError, export_onnx
+
+    try:
+        out = export_onnx(args.weights, imgsz=args.imgsz, out_dir=Path(args.out_dir) if args.out_dir else None)
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    print(out)
+    return OK
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = find_config_file(args.file)
+    cfg = load_config(path)  # ConfigError is reported by main()
+    print(f"{path or '<defaults>'}: OK")
+    if args.show:
+        shown = cfg.model_dump(mode="json")
+        print(json.dumps(shown, indent=2))
+    return OK
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge",
+        description="Dashcam detector: YOLOv8 ONNX → geotagged stop-sign and traffic-light events → spool → Kafka.",
+        epilog="Exit codes: 0 ok, 1 failed while running, 2 usage or configuration error, 3 unusable input "
+        "(model, video, image), 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-detector {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: config log.level)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", help="TOML file (default: $EDGE_CONFIG, then /etc/edge-detector/edge.toml)")
+        return p
+
+    p = with_config(sub.add_parser("replay", help="run the pipeline over a recording (video file, image folder, URL)"))
+    p.add_argument("source", help="video file, image folder, camera index, /dev/videoN, rtsp/http URL")
+    p.add_argument("--fps", type=float, help="frames per second to analyse (default: config, INFERENCE_FPS, 5)")
+    p.add_argument("--out", help="write events as JSON lines to this file ('-' = stdout)")
+    p.add_argument("--limit", type=int, help="stop after N analysed frames")
+    p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
+    p.add_argument("--session", help="session id (default: derived from the recording, so ids repeat on replay)")
+    p.add_argument("--start-time", help="ISO 8601 time the recording started (default: file modification time)")
+    p.add_argument("--state-dir", help="state directory (spool, engine cache)")
+    p.add_argument("--all-classes", action="store_true", help="emit every class the model knows")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_replay)
+
+    p = with_config(sub.add_parser("detect", help="print detections for images"))
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
+    p.add_argument("--conf", type=float, help="confidence threshold (default 0.25)")
+    p.add_argument("--all-classes", action="store_true", help="every class, not only stop sign / traffic light")
+    p.add_argument("--json", action="store_true", help="one JSON object per detection")
+    p.set_defaults(func=cmd_detect)
+
+    model = sub.add_parser("model", help="inspect or export models").add_subparsers(dest="model_cmd", required=True, metavar="ACTION")
+    p = model.add_parser("info", help="class names, input/output shapes, providers available")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_info)
+    p = model.add_parser("export", help="export Ultralytics weights (.pt) to ONNX with metadata (needs the 'export' extra)")
+    p.add_argument("weights", help="e.g. yolov8n.pt (downloaded by ultralytics when given by name)")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--out-dir", help="directory for the .onnx (default: next to the weights)")
+    p.set_defaults(func=cmd_model_export)
+
+    cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
+    p = cfg.add_parser("check", help="validate a config file (and the environment); print every error with its key")
+    p.add_argument("file", nargs="?", help="TOML file (default: $EDGE_CONFIG, then /etc/edge-detector/edge.toml)")
+    p.add_argument("--show", action="store_true", help="print the effective configuration (secrets masked)")
+    p.set_defaults(func=cmd_config_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge.detect.model import ModelError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level or "INFO")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return USAGE
+    except ModelError as exc:
+        log.error("%s", exc)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last boundary: a clear line, not a traceback
+        from edge.sources import SourceError
+
+        if isinstance(exc, SourceError):
+            log.error("%s", exc)
+            return BAD_INPUT
+        log.error("failed: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Detector stages: letterbox (Preprocess) and onnxruntime (Infer), each a bounded-queue thread loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.buffers import BoundedQueue, Closed
+from edge.detect.detector import Detector
+from edge.detect.yolo import Letterbox
+from edge.types import Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Work:
+    """A frame on its way through the detector; fields fill in stage by stage."""
+
+    frame: Frame
+    tensor: np.ndarray | None = None
+    geometry: Letterbox | None = None
+    output: np.ndarray | None = None
+    inference_ms: float = 0.0
+    overhead_ms: float = 0.0  # time spent on this frame outside session.run (pre + post)
+    t_in: float = field(default_factory=time.perf_counter)
+
+
+def _forward(stop: threading.Event, inq: BoundedQueue, outq: BoundedQueue, step) -> None:  # noqa: ANN001
+    """Take items until the input closes, apply `step`, pass on; close the output at the end."""
+    try:
+        while not stop.is_set():
+            try:
+                item = inq.get(timeout=0.2)
+            except Closed:
+                return
+            if item is None:
+                continue
+            result = step(item)
+            if result is not None:
+                outq.put(result, stop)
+    finally:
+        outq.close()
+
+
+class Preprocess:
+    """Frame → letterboxed NCHW tensor."""
+
+    def __init__(self, detector: Detector, inq: BoundedQueue[Frame], outq: BoundedQueue[Work]):
+        self.detector, self.inq, self.outq = detector, inq, outq
+
+    def _step(self, frame: Frame) -> Work:
+        start = time.perf_counter()
+        tensor, geometry = self.detector.preprocess(frame.image)
+        return Work(frame, tensor, geometry, overhead_ms=(time.perf_counter() - start) * 1000)
+
+    def run(self, stop: threading.Event) -> None:
+        _forward(stop, self.inq, self.outq, self._step)
+
+
+class Infer:
+    """Tensor → raw network output. The only stage that calls session.run."""
+
+    def __init__(self, detector: Detector, inq: BoundedQueue[Work], outq: BoundedQueue[Work]):
+        self.detector, self.inq, self.outq = detector, inq, outq
+        self.frames = 0
+
+    def _step(self, work: Work) -> Work:
+        start = time.perf_counter()
+        work.output = self.detector.infer(work.tensor)
+        work.inference_ms = (time.perf_counter() - start) * 1000
+        work.tensor = None
+        self.frames += 1
+        return work
+
+    def run(self, stop: threading.Event) -> None:
+        _forward(stop, self.inq, self.outq, self._step)

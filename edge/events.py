@@ -1,0 +1,95 @@
+"""Detection events: stable ids, session ids, and turning Detections of a Frame into DetectionEvents."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import uuid
+from importlib import resources
+from typing import Any
+
+from edge.types import DetectionEvent, Detections, Frame, GpsFix
+
+# Fixed namespace for UUIDv5 detection ids: changing it changes every id ever emitted.
+DETECTION_NAMESPACE = uuid.UUID("6b1f7c52-3f0e-5c1a-9d8e-2f4a0c3e9b71")
+
+
+def detection_id(*parts: object) -> str:
+    """Stable UUIDv5 from the parts (session, source, frame, index): a retry or a replay gives the same id."""
+    return str(uuid.uuid5(DETECTION_NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def new_session_id(now: dt.datetime | None = None) -> str:
+    """`YYYYMMDD-<6 hex>`, random: for live runs."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%d}-{secrets.token_hex(3)}"
+
+
+def derived_session_id(start: float, *identity: object) -> str:
+    """`YYYYMMDD-<6 hex>` derived from the recording, so a second replay of the same drive has the same ids."""
+    day = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+    digest = hashlib.sha1("/".join(str(p) for p in identity).encode()).hexdigest()[:6]
+    return f"{day:%Y%m%d}-{digest}"
+
+
+def iso_utc(epoch: float) -> str:
+    """Epoch seconds → ISO 8601 UTC with milliseconds and a Z."""
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_events(
+    frame: Frame,
+    detections: Detections,
+    *,
+    vehicle_id: str,
+    camera_id: str,
+    session_id: str,
+    model: str,
+    inference_latency_ms: float | None,
+    gps: GpsFix | None = None,
+    now: float,
+) -> list[DetectionEvent]:
+    """One event per detection; detection index is the position in `detections` (sorted by confidence)."""
+    gps = gps or GpsFix.none()
+    ingested = iso_utc(now)
+    captured = iso_utc(frame.captured_at)
+    out = []
+    boxes = detections.xyxy.astype(float).round(2)
+    confs = detections.confidence.astype(float).round(4)
+    for i in range(len(detections)):
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        out.append(
+            DetectionEvent(
+                detection_id=detection_id(session_id, frame.source, frame.index, i),
+                vehicle_id=vehicle_id,
+                session_id=session_id,
+                ingested_at=ingested,
+                frame_number=frame.index,
+                timestamp_sec=round(frame.timestamp_sec, 3),
+                pixel_u=round((x1 + x2) / 2, 2),
+                pixel_v=y2,
+                confidence=float(confs[i]),
+                class_name=detections.class_name(i),
+                vehicle_lat=gps.lat,
+                vehicle_lon=gps.lon,
+                heading=gps.heading,
+                camera_id=camera_id,
+                class_id=int(detections.class_id[i]),
+                bbox=(x1, y1, x2, y2),
+                inference_latency_ms=None if inference_latency_ms is None else round(inference_latency_ms, 2),
+                captured_at=captured,
+                model=model,
+                source=frame.source,
+                gps_source=gps.source,
+                gps_status=gps.status,
+                gps_age_ms=gps.age_ms,
+            )
+        )
+    return out
+
+
+def event_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a detection event, as shipped in the package."""
+    return json.loads(resources.files("edge").joinpath("event.schema.json").read_text())

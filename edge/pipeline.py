@@ -1,0 +1,204 @@
+"""The detection pipeline: capture → preprocess → infer → decode + geotag + events → sink, one thread a stage."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from edge.buffers import BoundedQueue, Closed
+from edge.detect.detector import Detector
+from edge.detect.stages import Infer, Preprocess, Work
+from edge.events import build_events
+from edge.types import DetectionEvent, Frame, GpsFix
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[Sequence[DetectionEvent]], None]
+
+
+class GpsLookup(Protocol):
+    def fix_for(self, frame: Frame) -> GpsFix: ...
+
+
+class FrameSourceLike(Protocol):
+    name: str
+    live: bool
+
+
+@dataclass
+class PipelineStats:
+    """What the pipeline did; read by progress display and status reporting."""
+
+    frames: int = 0
+    detections: int = 0
+    frames_with_detections: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    overhead_ms: list[float] = field(default_factory=list)  # per frame, outside session.run
+    inference_ms: list[float] = field(default_factory=list)
+    by_class: dict[str, int] = field(default_factory=dict)
+    last_progress: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+
+    def percentiles(self, values: list[float]) -> tuple[float, float]:
+        if not values:
+            return 0.0, 0.0
+        arr = np.asarray(values[-10000:])
+        return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+class EmitEvents:
+    """Decode network output, attach the GPS fix of the capture time, build events, hand them to the sink."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        inq: BoundedQueue[Work],
+        sink: EventSink,
+        *,
+        vehicle_id: str,
+        camera_id: str,
+        session_id: str,
+        gps: GpsLookup | None,
+        stats: PipelineStats,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.detector, self.inq, self.sink = detector, inq, sink
+        self.vehicle_id, self.camera_id, self.session_id = vehicle_id, camera_id, session_id
+        self.gps, self.stats, self.clock = gps, stats, clock
+
+    def _step(self, work: Work) -> None:
+        start = time.perf_counter()
+        detections = self.detector.postprocess(work.output, work.geometry)
+        events: list[DetectionEvent] = []
+        if len(detections):
+            fix = self.gps.fix_for(work.frame) if self.gps is not None else None
+            events = build_events(
+                work.frame,
+                detections,
+                vehicle_id=self.vehicle_id,
+                camera_id=self.camera_id,
+                session_id=self.session_id,
+                model=self.detector.model_name,
+                inference_latency_ms=work.inference_ms,
+                gps=fix,
+                now=self.clock(),
+            )
+        overhead = work.overhead_ms + (time.perf_counter() - start) * 1000
+        if events:
+            self.sink(events)
+        st = self.stats
+        st.frames += 1
+        st.overhead_ms.append(overhead)
+        st.inference_ms.append(work.inference_ms)
+        if events:
+            st.frames_with_detections += 1
+            st.detections += len(events)
+            for e in events:
+                st.by_class[e.class_name] = st.by_class.get(e.class_name, 0) + 1
+            log.debug(
+                "frame %d: %s", work.frame.index, ", ".join(f"{e.class_name} {e.confidence:.2f}" for e in events)
+            )
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                work = self.inq.get(timeout=0.2)
+            except Closed:
+                return
+            if work is not None:
+                self._step(work)
+
+
+class StageFailed(Exception):
+    """A stage thread raised; the pipeline stopped."""
+
+
+class Pipeline:
+    """Wires the stages with bounded queues and runs them to the end of the source (or until `stop`)."""
+
+    def __init__(
+        self,
+        capture,  # noqa: ANN001 - edge.sources.Capture (has run(stop)); sources are wired here, not imported by stages
+        frames: BoundedQueue[Frame],
+        detector: Detector,
+        sink: EventSink,
+        *,
+        vehicle_id: str,
+        camera_id: str,
+        session_id: str,
+        gps: GpsLookup | None = None,
+        depth: int = 2,
+    ):
+        self.stats = PipelineStats()
+        self.errors: list[tuple[str, BaseException]] = []
+        tensors: BoundedQueue[Work] = BoundedQueue(depth, "block")
+        outputs: BoundedQueue[Work] = BoundedQueue(depth, "block")
+        self.frames = frames
+        self.stages: list[tuple[str, object]] = [
+            ("capture", capture),
+            ("preprocess", Preprocess(detector, frames, tensors)),
+            ("infer", Infer(detector, tensors, outputs)),
+            (
+                "emit",
+                EmitEvents(
+                    detector,
+                    outputs,
+                    sink,
+                    vehicle_id=vehicle_id,
+                    camera_id=camera_id,
+                    session_id=session_id,
+                    gps=gps,
+                    stats=self.stats,
+                ),
+            ),
+        ]
+        self._queues = [frames, tensors, outputs]
+
+    def _guard(self, name: str, stage, stop: threading.Event) -> None:  # noqa: ANN001
+        try:
+            stage.run(stop)
+        except BaseException as exc:  # a stage boundary: record, stop the others, re-raise from run()
+            log.error("stage %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=True)
+            self.errors.append((name, exc))
+            stop.set()
+            for q in self._queues:
+                q.close()
+
+    def run(self, stop: threading.Event, on_tick: Callable[[PipelineStats], None] | None = None, tick_s: float = 0.5) -> PipelineStats:
+        threads = [
+            threading.Thread(target=self._guard, args=(name, stage, stop), name=f"edge-{name}", daemon=True)
+            for name, stage in self.stages
+        ]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                threads[-1].join(tick_s)
+                if on_tick is not None:
+                    on_tick(self.stats)
+        except KeyboardInterrupt:
+            stop.set()
+            for q in self._queues:
+                q.close()
+            for t in threads:
+                t.join(5)
+            raise
+        self.stats.finished = time.monotonic()
+        if self.errors:
+            name, exc = self.errors[0]
+            raise StageFailed(f"stage {name} failed: {type(exc).__name__}: {exc}") from exc
+        return self.stats

@@ -1,0 +1,74 @@
+"""Detection events: stable ids, session ids, bottom-centre pixels, JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import numpy as np
+
+from edge.events import build_events, derived_session_id, detection_id, event_schema, new_session_id
+from edge.types import Detections, Frame, GpsFix
+
+NAMES = ("person", "traffic light", "stop sign")
+
+
+def _frame(index=12):
+    return Frame(index=index, timestamp_sec=0.4, captured_at=1_700_000_000.4, image=np.zeros((4, 4, 3), np.uint8), source="drive.mp4")
+
+
+def _dets():
+    return Detections(
+        np.array([[10, 20, 30, 60], [100, 100, 140, 180]], np.float32),
+        np.array([0.91, 0.42], np.float32),
+        np.array([2, 1], np.int64),
+        NAMES,
+    )
+
+
+def _build(**kw):
+    args = dict(vehicle_id="v1", camera_id="c1", session_id="20260101-abcdef", model="m.onnx", inference_latency_ms=12.3, now=1_700_000_001.0)
+    args.update(kw)
+    return build_events(_frame(), _dets(), **args)
+
+
+def test_ids_are_stable_and_distinct():
+    a, b = _build(), _build(now=1_800_000_000.0)
+    assert [e.detection_id for e in a] == [e.detection_id for e in b], "same session/source/frame/index must give the same ids"
+    assert a[0].detection_id != a[1].detection_id, "two detections of a frame need different ids"
+    other = _build(session_id="20260101-000000")
+    assert other[0].detection_id != a[0].detection_id, "another session must give other ids"
+    assert detection_id("s", "src", 1, 0) == detection_id("s", "src", 1, 0), "detection_id is a pure function"
+
+
+def test_event_fields():
+    e = _build()[0]
+    assert (e.pixel_u, e.pixel_v) == (20.0, 60.0), f"pixel_u/v should be the bottom-centre, got {(e.pixel_u, e.pixel_v)}"
+    assert e.class_name == "stop sign" and e.class_id == 2, f"class taken from the model names, got {e.class_name}/{e.class_id}"
+    assert e.captured_at == "2023-11-14T22:13:20.400Z", f"captured_at ISO UTC, got {e.captured_at}"
+    assert e.vehicle_lat is None and e.gps_source == "none" and e.gps_status == "no_fix", "no GPS → nulls"
+
+
+def test_gps_fields_flow_into_event():
+    fix = GpsFix(lat=43.79, lon=-79.31, heading=45.0, source="gpsd", status="ok", age_ms=120)
+    e = _build(gps=fix)[0]
+    assert (e.vehicle_lat, e.vehicle_lon, e.heading, e.gps_source, e.gps_age_ms) == (43.79, -79.31, 45.0, "gpsd", 120), "GPS fix copied"
+
+
+def test_events_validate_against_shipped_schema():
+    schema = event_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    for e in _build() + _build(gps=GpsFix(lat=-33.9, lon=151.2, heading=359.9, source="track", status="ok", age_ms=0)):
+        errors = list(validator.iter_errors(json.loads(e.to_json())))
+        assert not errors, f"event should match the schema: {[err.message for err in errors]}"
+    assert set(schema["required"]) == set(json.loads(_build()[0].to_json())), "schema and event must list the same fields"
+
+
+def test_session_ids():
+    assert re.fullmatch(r"\d{8}-[0-9a-f]{6}", new_session_id()), "live session ids are YYYYMMDD-<6 hex>"
+    a = derived_session_id(1_700_000_000, "drive.mp4", 123)
+    assert a == derived_session_id(1_700_000_000, "drive.mp4", 123), "derived session id must be stable"
+    assert a.startswith("20231114-"), f"derived session id starts with the recording date, got {a}"
+    assert a != derived_session_id(1_700_000_000, "drive.mp4", 124), "another file gives another session"
