@@ -227,6 +227,65 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return OK
 
 
+
+# --- queue ------------------------------------------------------------------------------------
+
+
+def _open_spool_for_cli(args: argparse.Namespace):  # noqa: ANN202
+    from edge.delivery import open_spool
+
+    overrides = {"state.state_dir": args.state_dir} if args.state_dir else {}
+    cfg = _load(args, overrides)
+    if not cfg.spool_path().exists():
+        print(f"no spool at {cfg.spool_path()} (nothing recorded yet, or another state directory)", file=sys.stderr)
+        return None
+    return open_spool(cfg)
+
+
+def _record_line(rec) -> str:  # noqa: ANN001
+    age = time.time() - rec.enqueued_at
+    try:
+        body = json.loads(rec.value)
+        what = f"{body.get('class_name')} {body.get('confidence')} frame {body.get('frame_number')}"
+    except ValueError:
+        what = f"{len(rec.value)} bytes (not JSON)"
+    return f"#{rec.seq} {rec.detection_id} key={rec.key} age {age:.0f}s attempts {rec.attempts}: {what}"
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    spool = _open_spool_for_cli(args)
+    if spool is None:
+        return FAILED
+    try:
+        action = args.queue_cmd
+        if action == "stats":
+            st = spool.stats()
+            data = {k: getattr(st, k) for k in st.__dataclass_fields__}
+            if args.json:
+                print(json.dumps(data))
+            else:
+                age = "-" if st.oldest_age_s is None else f"{st.oldest_age_s:.0f} s"
+                print(f"depth {st.depth} events, {st.bytes} bytes of {st.max_bytes} ({st.policy} when full)")
+                print(f"oldest unacked {age}; dead letters {st.dead}; quarantined {st.quarantined}")
+                print(f"evicted {st.evicted_total}; appended {st.appended_total}; acked {st.acked_total}"
+                      + ("; DISK FULL" if st.disk_full else ""))
+        elif action == "peek":
+            for rec in spool.peek(args.n):
+                print(_record_line(rec))
+        elif action == "dead":
+            for rec, error, when in spool.dead_letters(args.n):
+                print(f"{_record_line(rec)}\n    error: {error} (at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(when))}Z)")
+        elif action == "requeue-dead":
+            print(f"requeued {spool.requeue_dead()} dead letters")
+        elif action == "purge-dead":
+            if not args.yes:
+                print("purge-dead deletes dead letters for good: add --yes", file=sys.stderr)
+                return USAGE
+            print(f"purged {spool.purge_dead()} dead letters")
+    finally:
+        spool.close()
+    return OK
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -276,6 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--out-dir", help="directory for the .onnx (default: next to the weights)")
     p.set_defaults(func=cmd_model_export)
+
+    queue = sub.add_parser("queue", help="inspect and act on the spool (durable local queue)")
+    qsub = queue.add_subparsers(dest="queue_cmd", required=True, metavar="ACTION")
+    for name, text in (
+        ("stats", "depth, bytes, oldest unacked age, dead letters, quarantine"),
+        ("peek", "the oldest N pending events"),
+        ("dead", "dead letters with the error Kafka gave"),
+        ("requeue-dead", "move dead letters back to pending"),
+        ("purge-dead", "delete dead letters (needs --yes)"),
+    ):
+        p = with_config(qsub.add_parser(name, help=text))
+        p.add_argument("--state-dir", help="state directory holding spool.db")
+        if name in ("peek", "dead"):
+            p.add_argument("n", nargs="?", type=int, default=10)
+        if name == "stats":
+            p.add_argument("--json", action="store_true")
+        if name == "purge-dead":
+            p.add_argument("--yes", action="store_true")
+        p.set_defaults(func=cmd_queue)
 
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
     p = cfg.add_parser("check", help="validate a config file (and the environment); print every error with its key")

@@ -61,6 +61,7 @@ class DetectorConfig(_Section):
         default_factory=lambda: ["tensorrt", "cuda", "cpu"], min_length=1
     )
     intra_op_threads: int = Field(0, ge=0, le=256, description="0: onnxruntime's default")
+    spin_wait: bool = Field(False, description="onnxruntime threads busy-wait between ops; off leaves CPU to capture")
     confidence: float = Field(0.25, ge=0, le=1)
     iou: float = Field(0.7, gt=0, le=1)
     classes: list[str] = Field(default_factory=list, description="empty: stop sign + traffic light if known, else all")

@@ -124,11 +124,16 @@ class EmitEvents:
 
 
 class StageFailed(Exception):
-    """A stage thread raised; the pipeline stopped."""
+    """A stage failed more often than its restart limit allows; the pipeline stopped."""
 
 
 class Pipeline:
-    """Wires the stages with bounded queues and runs them to the end of the source (or until `stop`)."""
+    """Wires the stages with bounded queues and runs them to the end of the source, or until `stop`.
+
+    `stop` ends capture only: frames already captured go through inference and reach the sink, then
+    the stages end one after the other as their input queues close. A stage that raises is restarted in
+    place up to `max_restarts` times a minute (Frigate's rule); past that the pipeline aborts and
+    `run` raises StageFailed."""
 
     def __init__(
         self,
@@ -142,46 +147,64 @@ class Pipeline:
         session_id: str,
         gps: GpsLookup | None = None,
         depth: int = 2,
+        max_restarts: int = 0,
     ):
         self.stats = PipelineStats()
         self.errors: list[tuple[str, BaseException]] = []
+        self.restarts: dict[str, list[float]] = {}
+        self.max_restarts = max_restarts
+        self._abort = threading.Event()
         tensors: BoundedQueue[Work] = BoundedQueue(depth, "block")
         outputs: BoundedQueue[Work] = BoundedQueue(depth, "block")
         self.frames = frames
-        self.stages: list[tuple[str, object]] = [
-            ("capture", capture),
-            ("preprocess", Preprocess(detector, frames, tensors)),
-            ("infer", Infer(detector, tensors, outputs)),
-            (
-                "emit",
-                EmitEvents(
-                    detector,
-                    outputs,
-                    sink,
-                    vehicle_id=vehicle_id,
-                    camera_id=camera_id,
-                    session_id=session_id,
-                    gps=gps,
-                    stats=self.stats,
-                ),
-            ),
+        self.emit = EmitEvents(
+            detector, outputs, sink, vehicle_id=vehicle_id, camera_id=camera_id, session_id=session_id,
+            gps=gps, stats=self.stats,
+        )
+        self.stages: list[tuple[str, object, BoundedQueue]] = [
+            ("capture", capture, frames),
+            ("preprocess", Preprocess(detector, frames, tensors), tensors),
+            ("infer", Infer(detector, tensors, outputs), outputs),
+            ("emit", self.emit, outputs),
         ]
         self._queues = [frames, tensors, outputs]
 
-    def _guard(self, name: str, stage, stop: threading.Event) -> None:  # noqa: ANN001
-        try:
-            stage.run(stop)
-        except BaseException as exc:  # a stage boundary: record, stop the others, re-raise from run()
-            log.error("stage %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=True)
-            self.errors.append((name, exc))
-            stop.set()
-            for q in self._queues:
-                q.close()
+    def _guard(self, name: str, stage, out: BoundedQueue, stop: threading.Event) -> None:  # noqa: ANN001
+        own_stop = stop if name == "capture" else self._abort
+        while True:
+            try:
+                stage.run(own_stop)
+                break
+            except Exception as exc:  # a stage boundary: log with context, count, restart or give up
+                now = time.monotonic()
+                recent = [t for t in self.restarts.get(name, []) if now - t < 60] + [now]
+                self.restarts[name] = recent
+                if len(recent) <= self.max_restarts and not own_stop.is_set():
+                    log.error("stage %s failed (%s: %s); restart %d of %d this minute",
+                              name, type(exc).__name__, exc, len(recent), self.max_restarts, exc_info=True)
+                    self._abort.wait(min(5.0, 0.5 * len(recent)))
+                    continue
+                log.error("stage %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=True)
+                self.errors.append((name, exc))
+                self._abort.set()
+                for q in self._queues:
+                    q.close()
+                break
+        # whatever ended this stage, the next one must see the end of its input
+        if name == "emit":
+            return
+        out.close()
+
+    def abort(self) -> None:
+        """Stop every stage now, dropping frames in flight (used when a graceful stop takes too long)."""
+        self._abort.set()
+        for q in self._queues:
+            q.close()
 
     def run(self, stop: threading.Event, on_tick: Callable[[PipelineStats], None] | None = None, tick_s: float = 0.5) -> PipelineStats:
         threads = [
-            threading.Thread(target=self._guard, args=(name, stage, stop), name=f"edge-{name}", daemon=True)
-            for name, stage in self.stages
+            threading.Thread(target=self._guard, args=(name, stage, out, stop), name=f"edge-{name}", daemon=True)
+            for name, stage, out in self.stages
         ]
         for t in threads:
             t.start()
@@ -192,8 +215,7 @@ class Pipeline:
                     on_tick(self.stats)
         except KeyboardInterrupt:
             stop.set()
-            for q in self._queues:
-                q.close()
+            self.abort()
             for t in threads:
                 t.join(5)
             raise

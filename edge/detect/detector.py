@@ -44,6 +44,7 @@ class Detector:
             path,
             cfg.providers,
             intra_op_threads=cfg.intra_op_threads,
+            spin_wait=cfg.spin_wait,
             trt_cache_dir=(state_dir / "trt-cache") if state_dir else None,
             trt_fp16=cfg.tensorrt_fp16,
         )

@@ -161,6 +161,7 @@ def create_session(
     providers: Sequence[str],
     *,
     intra_op_threads: int = 0,
+    spin_wait: bool = False,
     trt_cache_dir: Path | None = None,
     trt_fp16: bool = True,
 ):
@@ -180,6 +181,10 @@ def create_session(
     opts = ort.SessionOptions()
     if intra_op_threads:
         opts.intra_op_num_threads = intra_op_threads
+    if not spin_wait:
+        # Busy-waiting workers steal the cores that decoding and pre/post-processing need on a small device.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     provider_args: list[object] = []
     for p in chosen:
         if p == "TensorrtExecutionProvider":

@@ -31,20 +31,18 @@ class Work:
 
 
 def _forward(stop: threading.Event, inq: BoundedQueue, outq: BoundedQueue, step) -> None:  # noqa: ANN001
-    """Take items until the input closes, apply `step`, pass on; close the output at the end."""
-    try:
-        while not stop.is_set():
-            try:
-                item = inq.get(timeout=0.2)
-            except Closed:
-                return
-            if item is None:
-                continue
-            result = step(item)
-            if result is not None:
-                outq.put(result, stop)
-    finally:
-        outq.close()
+    """Take items until the input closes (or `stop`), apply `step`, pass results on. Closing the output is
+    the pipeline's job, so a stage that raised can be restarted on the same queues."""
+    while not stop.is_set():
+        try:
+            item = inq.get(timeout=0.2)
+        except Closed:
+            return
+        if item is None:
+            continue
+        result = step(item)
+        if result is not None:
+            outq.put(result, stop)
 
 
 class Preprocess:

@@ -72,3 +72,13 @@ def test_session_ids():
     assert a == derived_session_id(1_700_000_000, "drive.mp4", 123), "derived session id must be stable"
     assert a.startswith("20231114-"), f"derived session id starts with the recording date, got {a}"
     assert a != derived_session_id(1_700_000_000, "drive.mp4", 124), "another file gives another session"
+
+
+def test_readme_shows_the_shipped_schema():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```json\n", 1)[1].split("\n```", 1)[0]
+    assert json.loads(block) == event_schema(), "the README's JSON Schema must equal edge/event.schema.json"
+    for field in event_schema()["required"]:
+        assert f"| `{field}` |" in readme, f"README's field table should list {field}"
