@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.buffers import BoundedQueue
-from edge.config import Config
+from edge.config import Config, ConfigError
 from edge.detect import Detector
 from edge.events import derived_session_id, new_session_id
+from edge.mediatime import container_creation_time
 from edge.pipeline import EventSink, GpsLookup, Pipeline, PipelineStats
 from edge.types import Frame
 
@@ -71,6 +72,18 @@ class ReplayResult:
     source_name: str
 
 
+def recording_start(cfg: Config, uri: str, explicit: float | None) -> float | None:
+    """When a recording started: --start-time, else source.start_time, else the container's creation time;
+    None lets the source fall back to the file's modification time."""
+    if explicit is not None:
+        return explicit
+    if cfg.source.start_time:
+        return parse_time(cfg.source.start_time)
+    if Path(uri).is_file():
+        return container_creation_time(uri)
+    return None
+
+
 def run_replay(
     cfg: Config,
     sink: EventSink,
@@ -78,20 +91,34 @@ def run_replay(
     detector: Detector | None = None,
     limit: int | None = None,
     start_time: float | None = None,
+    gps_offset: float | None = None,
     gps: GpsLookup | None = None,
     stop: threading.Event | None = None,
     on_tick: Callable[[PipelineStats], None] | None = None,
     all_classes: bool = False,
 ) -> ReplayResult:
-    """Run the pipeline over cfg.source to its end. Raises SourceError / ModelError for unusable inputs."""
+    """Run the pipeline over cfg.source to its end. Raises SourceError / ModelError / ConfigError for
+    unusable inputs."""
+    from edge.gps import TrackProvider, make_provider, start_from_first_fix
     from edge.sources import Capture, open_source  # sources are a stage package: wired here
 
     stop = stop or threading.Event()
+    start = recording_start(cfg, cfg.source.uri, start_time)
+    if gps is None:
+        provider = make_provider(cfg.gps)
+        if isinstance(provider, TrackProvider):
+            if gps_offset is not None:
+                start = start_from_first_fix(provider.track, gps_offset)
+            provider.track_start = start
+        elif gps_offset is not None:
+            raise ConfigError("--gps-offset", [("gps.provider", "--gps-offset needs a track (--gps-track FILE)")])
+        provider.start()
+        gps = provider
     detector = detector or open_detector(cfg, all_classes=all_classes)
-    source = open_source(cfg.source, start_time=start_time)
+    source = open_source(cfg.source, start_time=start)
     if limit is not None:
         source = LimitedSource(source, limit)
-    session_id = session_for(cfg, cfg.source.uri, start_time)
+    session_id = session_for(cfg, cfg.source.uri, start)
     frames: BoundedQueue[Frame] = BoundedQueue(cfg.source.queue_size, "drop_oldest" if source.live else "block")
     pipeline = Pipeline(
         Capture(source, frames),
@@ -104,14 +131,18 @@ def run_replay(
         gps=gps,
     )
     log.info(
-        "replay %s: session %s, model %s on %s, %.1f fps, classes %s",
+        "replay %s: session %s, model %s on %s, %.1f fps, classes %s, gps %s",
         source.name, session_id, detector.model_name, detector.provider, cfg.source.inference_fps,
         ", ".join(detector.classes) if len(detector.classes) <= 5 else f"{len(detector.classes)} classes",
+        cfg.gps.provider,
     )
     try:
         stats = pipeline.run(stop, on_tick=on_tick)
     finally:
         source.close()
+        close = getattr(gps, "close", None)
+        if close is not None:
+            close()
     return ReplayResult(stats, source.stats, session_id, source.name)
 
 

@@ -81,16 +81,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         overrides["vehicle.session_id"] = args.session
     if args.state_dir:
         overrides["state.state_dir"] = args.state_dir
+    if args.gps_track:
+        overrides["gps.provider"] = "track"
+        overrides["gps.track"] = args.gps_track
     cfg = _load(args, overrides)
-    start_time = parse_time(args.start_time) if args.start_time else None
+    try:
+        start_time = parse_time(args.start_time) if args.start_time else None
+    except ValueError as exc:
+        raise ConfigError("--start-time", [("source.start_time", f"not an ISO 8601 time: {exc}")]) from None
 
     sink = JsonlSink(args.out or "-")
     progress = _Progress(_expected_frames(args.source, cfg.source.inference_fps, args.limit), enabled=not args.quiet)
     stop = threading.Event()
     try:
         result = run_replay(
-            cfg, sink.write, limit=args.limit, start_time=start_time, stop=stop, on_tick=progress,
-            all_classes=args.all_classes,
+            cfg, sink.write, limit=args.limit, start_time=start_time, gps_offset=args.gps_offset, stop=stop,
+            on_tick=progress, all_classes=args.all_classes,
         )
     finally:
         progress.done()
@@ -286,6 +292,75 @@ def cmd_queue(args: argparse.Namespace) -> int:
         spool.close()
     return OK
 
+
+# --- demo / run / status ------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    overrides: dict[str, object] = {"source.uri": args.sample}
+    if args.model:
+        overrides["detector.model"] = args.model
+    if args.fps is not None:
+        overrides["source.inference_fps"] = args.fps
+    cfg = _load(args, overrides)
+    return run_demo(cfg, drain_timeout=args.drain_timeout)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.daemon import Daemon
+    from edge.service import setup_logging as service_logging
+
+    path = find_config_file(args.config)
+    cfg = load_config(path)
+    service_logging(args.log_level or cfg.log.level, vehicle_id=cfg.vehicle.vehicle_id, session_id="")
+    return Daemon(cfg, path).run()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge.status import format_status, read_status
+
+    overrides = {"state.runtime_dir": args.runtime_dir} if args.runtime_dir else {}
+    cfg = _load(args, overrides)
+    data = read_status(Path(cfg.state.runtime_dir))
+    if data is None:
+        print(f"no status in {cfg.state.runtime_dir}: is edge-detector running? (systemctl status edge-detector)",
+              file=sys.stderr)
+        return FAILED
+    print(json.dumps(data, indent=2) if args.json else format_status(data))
+    return OK
+
+
+# --- gps --------------------------------------------------------------------------------------
+
+
+def cmd_gps_watch(args: argparse.Namespace) -> int:
+    from edge.gps.cli import watch
+
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["gps.gpsd_host"] = args.host
+    if args.port:
+        overrides["gps.gpsd_port"] = args.port
+    cfg = _load(args, overrides)
+    stop = threading.Event()
+    try:
+        return watch(cfg.gps, sys.stdout, stop, count=args.count)
+    except KeyboardInterrupt:
+        stop.set()
+        return OK
+
+
+def cmd_gps_inspect(args: argparse.Namespace) -> int:
+    from edge.gps.cli import inspect
+
+    status = OK
+    for path in args.files:
+        rc = inspect(path, sys.stdout)
+        status = max(status, {0: OK, 1: FAILED}.get(rc, BAD_INPUT))
+    return status
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -311,7 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="stop after N analysed frames")
     p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
     p.add_argument("--session", help="session id (default: derived from the recording, so ids repeat on replay)")
-    p.add_argument("--start-time", help="ISO 8601 time the recording started (default: file modification time)")
+    p.add_argument("--start-time", help="ISO 8601 time the recording started (default: the container's creation "
+                   "time, else the file's modification time)")
+    p.add_argument("--gps-track", help="NMEA 0183 or GPX log of the drive: positions interpolated at each frame")
+    p.add_argument("--gps-offset", type=float, help="the video starts S seconds after the track's first fix")
     p.add_argument("--state-dir", help="state directory (spool, engine cache)")
     p.add_argument("--all-classes", action="store_true", help="emit every class the model knows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
@@ -335,6 +413,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--out-dir", help="directory for the .onnx (default: next to the weights)")
     p.set_defaults(func=cmd_model_export)
+
+    p = with_config(sub.add_parser("demo", help="the main job on a sample drive: local broker, spool, flusher, consumer"))
+    p.add_argument("sample", help="a recorded drive (video file or image folder)")
+    p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
+    p.add_argument("--fps", type=float, help="frames per second to analyse")
+    p.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to wait for the broker's acks")
+    p.set_defaults(func=cmd_demo)
+
+    p = with_config(sub.add_parser("run", help="run the service (what systemd starts)"))
+    p.set_defaults(func=cmd_run)
+
+    p = with_config(sub.add_parser("status", help="fps, drops, detections, spool, broker and GPS of the running service"))
+    p.add_argument("--runtime-dir", help="where the service writes status.json (default: config state.runtime_dir)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    gps = sub.add_parser("gps", help="check GPS: live fixes from gpsd, or what a photo or track file yields")
+    gsub = gps.add_subparsers(dest="gps_cmd", required=True, metavar="ACTION")
+    p = with_config(gsub.add_parser("watch", help="print live fixes from gpsd (to check the antenna)"))
+    p.add_argument("--host", help="gpsd host (default: config gps.gpsd_host)")
+    p.add_argument("--port", type=int, help="gpsd port (default: config gps.gpsd_port)")
+    p.add_argument("--count", "-n", type=int, help="stop after N reports")
+    p.set_defaults(func=cmd_gps_watch)
+    p = gsub.add_parser("inspect", help="what the EXIF of an image, or an NMEA/GPX track file, yields")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_gps_inspect)
 
     queue = sub.add_parser("queue", help="inspect and act on the spool (durable local queue)")
     qsub = queue.add_subparsers(dest="queue_cmd", required=True, metavar="ACTION")

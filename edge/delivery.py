@@ -52,6 +52,7 @@ class Delivery:
     flusher: KafkaFlusher | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _final_report: list[str] | None = None
 
     @classmethod
     def start(cls, cfg: Config, *, when_full: str | None = None) -> Delivery:
@@ -81,10 +82,13 @@ class Delivery:
             if not drained:
                 log.warning("spool not drained within %.0f s: %d events stay on disk for the next run",
                             drain_timeout, self.spool.stats().depth)
+        self._final_report = self.report()
         self.spool.close()
         return drained
 
     def report(self) -> list[str]:
+        if self._final_report is not None:
+            return self._final_report
         st = self.spool.stats()
         snap = self.metrics.snapshot()
         lines = [

@@ -26,7 +26,8 @@ class Work:
     geometry: Letterbox | None = None
     output: np.ndarray | None = None
     inference_ms: float = 0.0
-    overhead_ms: float = 0.0  # time spent on this frame outside session.run (pre + post)
+    overhead_ms: float = 0.0  # wall time spent on this frame outside session.run (pre + post)
+    overhead_cpu_ms: float = 0.0  # CPU time of the same work (wall time also counts waiting for a core)
     t_in: float = field(default_factory=time.perf_counter)
 
 
@@ -52,9 +53,10 @@ class Preprocess:
         self.detector, self.inq, self.outq = detector, inq, outq
 
     def _step(self, frame: Frame) -> Work:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         tensor, geometry = self.detector.preprocess(frame.image)
-        return Work(frame, tensor, geometry, overhead_ms=(time.perf_counter() - start) * 1000)
+        return Work(frame, tensor, geometry, overhead_ms=(time.perf_counter() - start) * 1000,
+                    overhead_cpu_ms=(time.thread_time() - cpu) * 1000)
 
     def run(self, stop: threading.Event) -> None:
         _forward(stop, self.inq, self.outq, self._step)

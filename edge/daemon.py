@@ -1,0 +1,213 @@
+"""`edge run`: the long-running service: live pipeline + spool + flusher + GPS, systemd notify/watchdog, signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.buffers import BoundedQueue
+from edge.config import Config, ConfigError, load_config
+from edge.delivery import Delivery
+from edge.pipeline import Pipeline, StageFailed
+from edge.types import Frame
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 5.0
+MAX_STAGE_RESTARTS = 5  # a minute, then exit non-zero and let systemd restart the whole service
+PROGRESS_GRACE_S = 30.0  # no frame for this long while the source claims to be healthy = hung
+
+
+@dataclass
+class Reloadable:
+    """What SIGHUP can change without a restart."""
+
+    log_level: str
+    confidence: float
+    iou: float
+    classes: tuple[str, ...]
+    inference_fps: float
+
+
+def _reloadable(cfg: Config) -> Reloadable:
+    return Reloadable(cfg.log.level, cfg.detector.confidence, cfg.detector.iou, tuple(cfg.detector.classes),
+                      cfg.source.inference_fps)
+
+
+class Daemon:
+    """Composition root of the service. `run()` returns the process exit code."""
+
+    def __init__(self, cfg: Config, config_path: Path | None):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.stop = threading.Event()
+        self._reload = threading.Event()
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        def on_stop(signum, _frame):  # noqa: ANN001
+            log.info("received %s: stopping capture, finishing frames in flight, draining the spool",
+                     signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def _apply_reload(self, detector, source) -> None:  # noqa: ANN001
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for key, msg in exc.problems:
+                log.error("reload rejected: %s: %s: %s (keeping the running configuration)", exc.origin, key, msg)
+            return
+        old_r, new_r = _reloadable(self.cfg), _reloadable(new)
+        changed = [k for k in old_r.__dataclass_fields__ if getattr(old_r, k) != getattr(new_r, k)]
+        try:
+            detector.set_thresholds(new.detector.confidence, new.detector.iou, list(new.detector.classes))
+        except Exception as exc:  # noqa: BLE001 - a bad class list must not kill the service
+            log.error("reload rejected: detector.classes: %s", exc)
+            return
+        logging.getLogger().setLevel(new.log.level)
+        if hasattr(source, "set_fps"):
+            source.set_fps(new.source.inference_fps)
+        restart_needed = sorted(
+            section for section in ("vehicle", "source", "state", "spool", "kafka", "gps")
+            if getattr(self.cfg, section).model_dump(exclude={"inference_fps"}) != getattr(new, section).model_dump(exclude={"inference_fps"})
+        )
+        if self.cfg.detector.model_dump(exclude={"confidence", "iou", "classes"}) != new.detector.model_dump(exclude={"confidence", "iou", "classes"}):
+            restart_needed.append("detector (model, providers, threads)")
+        log.info("reloaded %s: changed %s; needs a restart to apply: %s", self.config_path or "<defaults>",
+                 ", ".join(changed) or "nothing", ", ".join(restart_needed) or "nothing")
+        self.cfg = self.cfg.model_copy(update={"log": new.log})
+
+    # -- main ----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from edge.app import open_detector, session_for
+        from edge.gps import make_provider
+        from edge.service import Notifier, watchdog_interval
+        from edge.sources import Capture, open_source
+        from edge.status import StatusWriter
+        from edge.watchdog import Heartbeat, ProgressWatchdog
+
+        cfg = self.cfg
+        notifier = Notifier()
+        self._install_signals()
+        if "tensorrt" in cfg.detector.providers:
+            notifier.extend_timeout(600)  # a TensorRT engine build can take minutes on a Jetson
+        detector = open_detector(cfg)
+        delivery = Delivery.start(cfg)
+        gps = make_provider(cfg.gps)
+        gps.start()
+        source = open_source(cfg.source)
+        session_id = session_for(cfg, cfg.source.uri, None)
+        frames: BoundedQueue[Frame] = BoundedQueue(cfg.source.queue_size, "drop_oldest" if source.live else "block")
+        pipeline = Pipeline(
+            Capture(source, frames), frames, detector, delivery.sink.write,
+            vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=session_id,
+            gps=gps, max_restarts=MAX_STAGE_RESTARTS,
+        )
+        status = StatusWriter(Path(cfg.state.runtime_dir))
+        frames_hb = Heartbeat()
+        flusher_hb = Heartbeat()
+        last_frames = [0]
+
+        def pipeline_progressing() -> bool:
+            if pipeline.stats.frames != last_frames[0]:
+                last_frames[0] = pipeline.stats.frames
+                frames_hb.beat()
+            # a source in an outage is legitimately idle: it is reconnecting, not hung
+            in_outage = getattr(source.stats, "in_outage", False)
+            return in_outage or frames_hb.alive(PROGRESS_GRACE_S)
+
+        def flusher_alive() -> bool:
+            if delivery.flusher is None:
+                return True
+            ticks = getattr(delivery.flusher, "loops", None)
+            if ticks is not None and ticks != getattr(flusher_alive, "last", None):
+                flusher_alive.last = ticks  # type: ignore[attr-defined]
+                flusher_hb.beat()
+            return ticks is None or flusher_hb.alive(PROGRESS_GRACE_S)
+
+        interval = watchdog_interval()
+        watchdog = ProgressWatchdog(notifier, interval, [pipeline_progressing, flusher_alive]) if interval else None
+        result: list[BaseException] = []
+
+        def run_pipeline() -> None:
+            try:
+                pipeline.run(self.stop)
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                result.append(exc)
+
+        runner = threading.Thread(target=run_pipeline, name="edge-pipeline", daemon=True)
+        runner.start()
+        if watchdog is not None:
+            threading.Thread(target=watchdog.run, args=(self.stop,), name="edge-watchdog", daemon=True).start()
+        notifier.ready()
+        log.info("edge-detector running: vehicle %s, camera %s, session %s, source %s, spool %s, broker %s",
+                 cfg.vehicle.vehicle_id, cfg.vehicle.camera_id, session_id, source.name, cfg.spool_path(),
+                 cfg.kafka.bootstrap_servers or "none (spool only)")
+        last_status = 0.0
+        while runner.is_alive():
+            runner.join(0.5)
+            if self._reload.is_set():
+                self._reload.clear()
+                self._apply_reload(detector, source)
+            now = time.monotonic()
+            if now - last_status >= STATUS_EVERY_S:
+                last_status = now
+                snapshot = self._snapshot(pipeline, source, delivery, gps)
+                notifier.status(self._status_line(snapshot))
+                status.write(snapshot)
+        notifier.stopping()
+        stop_budget = 20.0
+        delivery.finish(drain_timeout=stop_budget)
+        gps.close()
+        status.write(self._snapshot(pipeline, source, delivery, gps) | {"state": "stopped"})
+        if result:
+            exc = result[0]
+            if isinstance(exc, StageFailed):
+                log.error("%s; exiting so that systemd restarts the service", exc)
+                return 1
+            log.error("pipeline failed: %s: %s", type(exc).__name__, exc)
+            return 1
+        log.info("stopped cleanly: %d frames, %d detections", pipeline.stats.frames, pipeline.stats.detections)
+        return 0
+
+    # -- status ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _snapshot(pipeline, source, delivery, gps) -> dict:  # noqa: ANN001
+        st = pipeline.stats
+        sp = delivery.spool.stats()
+        m = delivery.metrics.snapshot()
+        fix = None
+        last_fix = getattr(gps, "last_fix", None)
+        if callable(last_fix):
+            fix = last_fix()
+        return {
+            "state": "running",
+            "fps": round(st.fps, 2),
+            "frames": st.frames,
+            "frames_dropped": getattr(source.stats, "dropped", 0),
+            "detections": st.detections,
+            "spool_depth": sp.depth,
+            "spool_bytes": sp.bytes,
+            "spool_oldest_age_s": sp.oldest_age_s,
+            "dead_letters": sp.dead,
+            "broker": m.get("broker_state", "none" if delivery.flusher is None else "unknown"),
+            "acked": m.get("acked", 0),
+            "gps": None if fix is None else {"status": fix.status, "lat": fix.lat, "lon": fix.lon, "source": fix.source},
+        }
+
+    @staticmethod
+    def _status_line(s: dict) -> str:
+        gps = s["gps"]["status"] if s.get("gps") else "n/a"
+        return (f"{s['fps']:.1f} fps, {s['detections']} detections, spool {s['spool_depth']} "
+                f"(dead {s['dead_letters']}), broker {s['broker']}, gps {gps}")

@@ -1,0 +1,100 @@
+"""`edge demo`: the main job on an embedded default: replay a drive through spool and flusher into a broker
+(a local Tansu started on loopback unless KAFKA_BOOTSTRAP_SERVERS names one), then show what arrived."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+from edge.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[dict]:
+    """Read the topic from the beginning until `expected` distinct detection ids arrived or `timeout`."""
+    from confluent_kafka import Consumer, KafkaError
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"edge-demo-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    idle_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                if len(seen) >= expected and time.monotonic() - idle_since > 1.0:
+                    break
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", msg.error())
+                continue
+            idle_since = time.monotonic()
+            event = json.loads(msg.value())
+            event["_partition"], event["_offset"] = msg.partition(), msg.offset()
+            seen.setdefault(event["detection_id"], event)
+    finally:
+        consumer.close()
+    return sorted(seen.values(), key=lambda e: (e["frame_number"], e["detection_id"]))
+
+
+def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: int = 50) -> int:  # noqa: ANN001
+    from edge.app import run_replay
+    from edge.delivery import Delivery
+
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-demo-")))
+        overrides: dict[str, object] = {"state": {"state_dir": str(workdir), "runtime_dir": str(workdir / "run")},
+                                        "spool": cfg.spool.model_copy(update={"path": "", "when_full": "block"})}
+        bootstrap = cfg.kafka.bootstrap_servers
+        if not bootstrap:
+            from edge.sinks.local_broker import LocalBroker
+
+            broker = stack.enter_context(LocalBroker(log_dir=workdir))
+            bootstrap = broker.bootstrap
+            broker.create_topic(cfg.kafka.topic, partitions=3)
+            print(f"started a local Kafka-protocol broker (Tansu) at {bootstrap}", file=out)
+        overrides["kafka"] = cfg.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        cfg = cfg.model_copy(update=overrides)
+        print(f"replaying {cfg.source.uri} at {cfg.source.inference_fps:g} fps with {Path(cfg.detector.model).name}"
+              f" → spool {cfg.spool_path()} → topic {cfg.kafka.topic}", file=out)
+        delivery = Delivery.start(cfg, when_full="block")
+        started = time.monotonic()
+        try:
+            result = run_replay(cfg, delivery.sink.write, stop=threading.Event())
+        finally:
+            drained = delivery.finish(drain_timeout)
+        produced = result.stats.detections
+        events = consume_all(bootstrap, cfg.kafka.topic, produced)
+        for e in events[:show]:
+            gps = "no GPS" if e["vehicle_lat"] is None else f"{e['vehicle_lat']:.5f},{e['vehicle_lon']:.5f}"
+            print(f"  frame {e['frame_number']:>4} t={e['timestamp_sec']:7.2f}s {e['class_name']:<13} "
+                  f"{e['confidence']:.2f} at ({e['pixel_u']:.0f},{e['pixel_v']:.0f}) {gps} id {e['detection_id']}",
+                  file=out)
+        if len(events) > show:
+            print(f"  … and {len(events) - show} more", file=out)
+        by_class: dict[str, int] = {}
+        for e in events:
+            by_class[e["class_name"]] = by_class.get(e["class_name"], 0) + 1
+        print(f"frames analysed {result.stats.frames} in {time.monotonic() - started:.1f} s; events produced {produced}; "
+              f"on the topic {len(events)} unique detection ids ({', '.join(f'{k}: {v}' for k, v in sorted(by_class.items())) or 'none'})",
+              file=out)
+        for line in delivery.report():
+            print(line, file=out)
+        ok = drained and len(events) == produced
+        print("all events delivered" if ok else "NOT all events were delivered (see the log above)", file=out)
+        return 0 if ok else 1

@@ -1,0 +1,98 @@
+"""The live path for real: an HTTP MPEG-TS stream from ffmpeg on loopback, cut and restored under the source."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from stream_helpers import FfmpegStreamServer, ffmpeg_path, free_port, wait_until
+
+from edge.buffers import BoundedQueue, Closed
+from edge.config import SourceConfig
+from edge.sources import Capture, LiveSource, open_source
+from edge.types import Frame
+
+pytestmark = pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg not installed: cannot serve a live stream")
+
+
+class Collector:
+    """Takes frames off the capture queue in a thread, like the inference stage would."""
+
+    def __init__(self, q: BoundedQueue[Frame]):
+        self.q = q
+        self.frames: list[Frame] = []
+        self.thread = threading.Thread(target=self._run, name="test-collector", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self.q.get(timeout=0.1)
+            except Closed:
+                return
+            if item is not None:
+                self.frames.append(item)
+
+    def after(self, t: float) -> list[Frame]:
+        return [f for f in self.frames if f.captured_at > t]
+
+
+def test_stream_outage_is_detected_and_recovered(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # given the 17.5 fps dashcam clip served as a live HTTP stream, read at 5 fps
+    video = data_dir / "video" / "sf_dashcam_traffic_lights.mp4"
+    server = FfmpegStreamServer(video, free_port())
+    cfg = SourceConfig(uri=server.url, inference_fps=5, stall_timeout_s=2.0, reconnect_initial_s=0.2,
+                       reconnect_max_s=1.0, queue_size=4)
+    source = open_source(cfg)
+    assert isinstance(source, LiveSource) and source.kind == "stream", f"an http URL is a stream: {source!r}"
+    stop = threading.Event()
+    q = Capture.queue_for(source, cfg.queue_size)
+    capture = Capture(source, q)
+    capture_thread = threading.Thread(target=capture.run, args=(stop,), name="test-capture", daemon=True)
+    collector = Collector(q)
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.sources"):
+            server.start()
+            capture_thread.start()
+            collector.thread.start()
+
+            # then frames flow at about 5 fps
+            wait_until(lambda: len(collector.frames) >= 8, "8 frames from the live stream", timeout=30)
+            first = list(collector.frames)
+            assert first[0].image.shape == (360, 480, 3), f"decoded 480x360 BGR frames, got {first[0].image.shape}"
+            # ffmpeg's HTTP output arrives in bursts; sampling follows stream time: 5 of every 17.5 frames
+            ratio = source.stats.frames_emitted / source.stats.frames_read
+            assert 0.2 < ratio < 0.4, f"about 5/17.5 of the frames are sampled, got {source.stats}"
+            assert all(b.timestamp_sec > a.timestamp_sec for a, b in zip(first, first[1:])), "timestamps increase"
+            assert source.stats.outages == 0, f"no outage while the stream is up: {source.stats}"
+
+            # when the server dies, the source notices
+            server.kill()
+            killed_at = time.time()
+            wait_until(lambda: source.stats.outages >= 1, "the source to report an outage", timeout=20)
+            assert source.stats.in_outage, f"the source says it is in an outage: {source.stats}"
+
+            # and when it comes back on the same port, the source reconnects and frames flow again
+            server.start()
+            wait_until(lambda: len(collector.after(killed_at)) >= 5, "frames after the stream came back", timeout=40)
+            wait_until(lambda: not source.stats.in_outage, "the outage to end", timeout=5)
+    finally:
+        stop.set()
+        if capture_thread.ident is not None:
+            capture_thread.join(10)
+        server.kill()
+        source.close()
+
+    assert not capture_thread.is_alive(), "capture ends promptly after stop"
+    assert capture.error is None, f"capture raised {capture.error!r}"
+    stats = source.stats
+    assert stats.outages >= 1 and stats.reconnects >= 1, f"outage and reconnect counted: {stats}"
+    assert stats.outage_seconds > 0, f"outage time counted: {stats}"
+    messages = [r.getMessage() for r in caplog.records]
+    lost = [m for m in messages if " lost: " in m]
+    back = [m for m in messages if " back after " in m]
+    assert lost and server.url in lost[0], f"the gap is logged with the source's name: {messages}"
+    assert len(lost) == stats.outages, f"one 'lost' line per outage: {lost}"
+    assert back, f"the recovery is logged: {messages}"
