@@ -314,8 +314,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     path = find_config_file(args.config)
     cfg = load_config(path)
-    service_logging(args.log_level or cfg.log.level, vehicle_id=cfg.vehicle.vehicle_id, session_id="")
-    return Daemon(cfg, path).run()
+    context = service_logging(args.log_level or cfg.log.level, vehicle_id=cfg.vehicle.vehicle_id, session_id="")
+    return Daemon(cfg, path, context).run()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -439,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("inspect", help="what the EXIF of an image, or an NMEA/GPX track file, yields")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_gps_inspect)
+
+    from edge.ingest.cli import add_parser as add_ingest_parser
+
+    add_ingest_parser(sub)
 
     queue = sub.add_parser("queue", help="inspect and act on the spool (durable local queue)")
     qsub = queue.add_subparsers(dest="queue_cmd", required=True, metavar="ACTION")

@@ -72,6 +72,7 @@ class DetectorConfig(_Section):
 class StateConfig(_Section):
     state_dir: str = Field("/var/lib/edge-detector", min_length=1, description="spool, TensorRT engine cache")
     runtime_dir: str = Field("/run/edge-detector", min_length=1, description="status file")
+    prometheus_textfile: str = Field("", description="node_exporter textfile collector file (.prom); empty: off")
 
 
 class SpoolConfig(_Section):

@@ -41,9 +41,10 @@ def _reloadable(cfg: Config) -> Reloadable:
 class Daemon:
     """Composition root of the service. `run()` returns the process exit code."""
 
-    def __init__(self, cfg: Config, config_path: Path | None):
+    def __init__(self, cfg: Config, config_path: Path | None, log_context=None):  # noqa: ANN001 - service.LogContext
         self.cfg = cfg
         self.config_path = config_path
+        self.log_context = log_context
         self.stop = threading.Event()
         self._reload = threading.Event()
 
@@ -91,7 +92,7 @@ class Daemon:
     def run(self) -> int:
         from edge.app import open_detector, session_for
         from edge.gps import make_provider
-        from edge.service import Notifier, watchdog_interval
+        from edge.service import Notifier, flush_log_summaries, watchdog_interval
         from edge.sources import Capture, open_source
         from edge.status import StatusWriter
         from edge.watchdog import Heartbeat, ProgressWatchdog
@@ -99,21 +100,23 @@ class Daemon:
         cfg = self.cfg
         notifier = Notifier()
         self._install_signals()
-        if "tensorrt" in cfg.detector.providers:
-            notifier.extend_timeout(600)  # a TensorRT engine build can take minutes on a Jetson
-        detector = open_detector(cfg)
+        # a TensorRT engine build can take many minutes on a Jetson: keep extending the start timeout meanwhile
+        with notifier.extending_timeout(60, status="loading the model (a TensorRT engine build can take minutes)"):
+            detector = open_detector(cfg)
         delivery = Delivery.start(cfg)
         gps = make_provider(cfg.gps)
         gps.start()
         source = open_source(cfg.source)
         session_id = session_for(cfg, cfg.source.uri, None)
+        if self.log_context is not None:
+            self.log_context.update(session_id=session_id)
         frames: BoundedQueue[Frame] = BoundedQueue(cfg.source.queue_size, "drop_oldest" if source.live else "block")
         pipeline = Pipeline(
             Capture(source, frames), frames, detector, delivery.sink.write,
             vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=session_id,
             gps=gps, max_restarts=MAX_STAGE_RESTARTS,
         )
-        status = StatusWriter(Path(cfg.state.runtime_dir))
+        status = StatusWriter(Path(cfg.state.runtime_dir), prometheus_path=cfg.state.prometheus_textfile or None)
         frames_hb = Heartbeat()
         flusher_hb = Heartbeat()
         last_frames = [0]
@@ -165,11 +168,14 @@ class Daemon:
                 snapshot = self._snapshot(pipeline, source, delivery, gps)
                 notifier.status(self._status_line(snapshot))
                 status.write(snapshot)
+                flush_log_summaries()
         notifier.stopping()
+        flush_log_summaries(force=True)
         stop_budget = 20.0
-        delivery.finish(drain_timeout=stop_budget)
+        drained = delivery.finish(drain_timeout=stop_budget)
         gps.close()
-        status.write(self._snapshot(pipeline, source, delivery, gps) | {"state": "stopped"})
+        final = self._snapshot(pipeline, source, delivery, gps, spool_stats=delivery.final_stats)
+        status.write(final | {"state": "stopped", "drained": drained})
         if result:
             exc = result[0]
             if isinstance(exc, StageFailed):
@@ -183,14 +189,11 @@ class Daemon:
     # -- status ------------------------------------------------------------------------------------
 
     @staticmethod
-    def _snapshot(pipeline, source, delivery, gps) -> dict:  # noqa: ANN001
+    def _snapshot(pipeline, source, delivery, gps, spool_stats=None) -> dict:  # noqa: ANN001
         st = pipeline.stats
-        sp = delivery.spool.stats()
+        sp = spool_stats or delivery.spool.stats()
         m = delivery.metrics.snapshot()
-        fix = None
-        last_fix = getattr(gps, "last_fix", None)
-        if callable(last_fix):
-            fix = last_fix()
+        fix = st.last_fix
         return {
             "state": "running",
             "fps": round(st.fps, 2),

@@ -53,6 +53,7 @@ class Delivery:
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _final_report: list[str] | None = None
+    final_stats: object | None = None  # SpoolStats at close
 
     @classmethod
     def start(cls, cfg: Config, *, when_full: str | None = None) -> Delivery:
@@ -83,6 +84,7 @@ class Delivery:
                 log.warning("spool not drained within %.0f s: %d events stay on disk for the next run",
                             drain_timeout, self.spool.stats().depth)
         self._final_report = self.report()
+        self.final_stats = self.spool.stats()
         self.spool.close()
         return drained
 

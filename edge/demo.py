@@ -18,32 +18,33 @@ from edge.config import Config
 log = logging.getLogger(__name__)
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[dict]:
-    """Read the topic from the beginning until `expected` distinct detection ids arrived or `timeout`."""
-    from confluent_kafka import Consumer, KafkaError
+def consume_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]:
+    """Every event on the topic, one per detection id: partitions assigned directly (no consumer-group join,
+    which is slow on small brokers) and read to their current end."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"edge-demo-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        "enable.partition.eof": True,
     })
-    consumer.subscribe([topic])
     seen: dict[str, dict] = {}
-    deadline = time.monotonic() + timeout
-    idle_since = time.monotonic()
     try:
-        while time.monotonic() < deadline:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(at_end) < len(partitions):
             msg = consumer.poll(0.5)
             if msg is None:
-                if len(seen) >= expected and time.monotonic() - idle_since > 1.0:
-                    break
                 continue
             if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                else:
                     log.warning("consumer: %s", msg.error())
                 continue
-            idle_since = time.monotonic()
             event = json.loads(msg.value())
             event["_partition"], event["_offset"] = msg.partition(), msg.offset()
             seen.setdefault(event["detection_id"], event)
@@ -58,8 +59,10 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-demo-")))
-        overrides: dict[str, object] = {"state": {"state_dir": str(workdir), "runtime_dir": str(workdir / "run")},
-                                        "spool": cfg.spool.model_copy(update={"path": "", "when_full": "block"})}
+        overrides: dict[str, object] = {
+            "state": cfg.state.model_copy(update={"state_dir": str(workdir), "runtime_dir": str(workdir / "run")}),
+            "spool": cfg.spool.model_copy(update={"path": "", "when_full": "block"}),
+        }
         bootstrap = cfg.kafka.bootstrap_servers
         if not bootstrap:
             from edge.sinks.local_broker import LocalBroker
@@ -79,7 +82,7 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
         finally:
             drained = delivery.finish(drain_timeout)
         produced = result.stats.detections
-        events = consume_all(bootstrap, cfg.kafka.topic, produced)
+        events = consume_all(bootstrap, cfg.kafka.topic)
         for e in events[:show]:
             gps = "no GPS" if e["vehicle_lat"] is None else f"{e['vehicle_lat']:.5f},{e['vehicle_lon']:.5f}"
             print(f"  frame {e['frame_number']:>4} t={e['timestamp_sec']:7.2f}s {e['class_name']:<13} "

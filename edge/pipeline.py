@@ -44,6 +44,7 @@ class PipelineStats:
     overhead_cpu_ms: list[float] = field(default_factory=list)  # the same, CPU time of this thread
     inference_ms: list[float] = field(default_factory=list)
     by_class: dict[str, int] = field(default_factory=dict)
+    last_fix: GpsFix | None = None  # GPS fix of the latest frame with detections
     last_progress: float = field(default_factory=time.monotonic)
 
     @property
@@ -87,6 +88,7 @@ class EmitEvents:
         events: list[DetectionEvent] = []
         if len(detections):
             fix = self.gps.fix_for(work.frame) if self.gps is not None else None
+            self.stats.last_fix = fix
             events = build_events(
                 work.frame,
                 detections,

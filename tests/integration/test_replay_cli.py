@@ -153,6 +153,6 @@ def test_model_info(data_dir):
 
 def test_every_command_has_help():
     for cmd in (["replay"], ["detect"], ["model", "info"], ["model", "export"], ["config", "check"], ["demo"], ["run"],
-                ["status"], ["queue", "stats"], ["gps", "watch"], ["gps", "inspect"]):
+                ["status"], ["queue", "stats"], ["gps", "watch"], ["gps", "inspect"], ["ingest-csv"]):
         proc = edge(*cmd, "--help", timeout=60)
         assert proc.returncode == 0 and "usage: edge" in proc.stdout, f"{cmd} --help: {proc.stderr[-300:]}"

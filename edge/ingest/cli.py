@@ -1,0 +1,303 @@
+"""`edge ingest-csv`: perception-layer CSV files → events → spool → Kafka, resumable; or a dry run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from edge.config import Config, find_config_file, load_config
+from edge.ingest.run import FileReport, Ingest, Options
+
+log = logging.getLogger("edge.ingest")
+
+# the exit codes of edge.cli
+OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED = 0, 1, 2, 3, 130
+
+DESCRIPTION = """\
+Ingest perception-layer CSV files (header required; columns frame_number, timestamp_sec, u, v,
+confidence, class_name and optionally vehicle_lat, vehicle_lon, heading, in any order; other columns
+are ignored; .gz files accepted). Every valid row becomes a detection event (same schema as live
+events) that is committed to the spool and sent to Kafka by the flusher; a bad row goes to the
+rejects file with its line number and reason and never stops the run. Files of any size are streamed
+with bounded memory (there is no mode that loads a whole file). A run that is interrupted or killed
+continues where it stopped when started again with the same arguments, and a file that is done is
+skipped; ids are derived from session, file name and line, so they are the same every time.
+Without KAFKA_BOOTSTRAP_SERVERS (kafka.bootstrap_servers) events are only spooled: the daemon's
+flusher sends them later."""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private _SubParsersAction
+    """Register `ingest-csv` on the CLI's subcommands."""
+    p = subparsers.add_parser(
+        "ingest-csv", help="ingest perception-layer CSV files through the spool into Kafka (resumable)",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="CSV file (.csv or gzip-compressed)")
+    p.add_argument("--config", "-c", help="TOML file (default: $EDGE_CONFIG, then /etc/edge-detector/edge.toml)")
+    p.add_argument("--vehicle", help="vehicle id (default: config vehicle.vehicle_id or VEHICLE_ID)")
+    p.add_argument("--session", help="session id (default: YYYYMMDD-<6 hex> derived from each file, so ids repeat)")
+    p.add_argument("--start-time", help="ISO 8601 time of timestamp_sec 0, for captured_at (default: file modification time)")
+    p.add_argument("--dry-run", action="store_true", help="parse, validate, enrich and serialise; send nothing, no checkpoint")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--samples", type=int, default=3, metavar="N", help="dry run: print N sample events (default 3)")
+    group.add_argument("--full", action="store_true", help="dry run: print every event as a JSON line on stdout")
+    p.add_argument("--rejects", metavar="PATH", help="CSV of rejected rows (default: FILE.rejects.csv beside each input)")
+    p.add_argument("--state-dir", help="state directory: spool and ingest progress (default: config state.state_dir)")
+    p.add_argument("--force", action="store_true", help="ingest again files already done (same ids: no new events downstream)")
+    p.add_argument("--drain-timeout", type=float, default=120.0, metavar="S",
+                   help="with Kafka: wait up to S seconds for every event to be acknowledged (default 120)")
+    p.add_argument("--workers", type=int, default=2, help="conversion threads (default 2)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_ingest_csv)
+    return p
+
+
+class Progress:
+    """rows/s on one self-rewriting stderr line on a terminal; a log line every 10 s otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr, enabled: bool = True):
+        self.stream, self.enabled = stream, enabled
+        self.tty = enabled and stream.isatty()
+        self.t0 = time.monotonic()
+        self._last = 0.0
+        self._base_rows = 0  # rows of files finished before this one
+        self._file = ""
+        self.shown = False
+
+    def __call__(self, report: FileReport, pos: int, size: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < (0.2 if self.tty else 10.0):
+            return
+        self._last = now
+        if report.path != self._file:
+            self._file = report.path
+        rows = self._base_rows + report.rows
+        rate = rows / max(now - self.t0, 1e-9)
+        pct = f"{100.0 * pos / size:5.1f}% " if size else ""
+        line = f"{Path(report.path).name}: {pct}{report.rows:,} rows, {report.rejected:,} rejected | {rate:,.0f} rows/s"
+        if self.tty:
+            self.stream.write("\r" + line[:100].ljust(78))
+            self.stream.flush()
+            self.shown = True
+        else:
+            log.info("progress: %s", line)
+
+    def file_done(self, report: FileReport) -> None:
+        self._base_rows += report.rows
+
+    def done(self) -> None:
+        if self.tty and self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM finish the chunk in hand, checkpoint, and stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):  # noqa: ANN001
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.warning("%s: finishing the current chunk, then stopping (again to abort)", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, object] = {}
+    if args.state_dir:
+        overrides["state.state_dir"] = args.state_dir
+    if args.vehicle:
+        overrides["vehicle.vehicle_id"] = args.vehicle
+    if args.session:
+        overrides["vehicle.session_id"] = args.session
+    return load_config(find_config_file(args.config), overrides=overrides)
+
+
+def _options(args: argparse.Namespace, cfg: Config) -> Options:
+    start = None
+    if args.start_time:
+        from edge.app import parse_time
+
+        start = parse_time(args.start_time)
+    return Options(
+        vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=cfg.vehicle.session_id,
+        start_time=start, rejects=args.rejects or "", workers=max(1, args.workers), force=args.force,
+    )
+
+
+def cmd_ingest_csv(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # ConfigError is reported by edge.cli.main
+    try:
+        opts = _options(args, cfg)
+    except ValueError as exc:
+        print(f"--start-time: {exc}", file=sys.stderr)
+        return USAGE
+    missing = [f for f in args.files if not Path(f).is_file()]
+    for f in missing:
+        print(f"{f}: no such file", file=sys.stderr)
+    files = [f for f in args.files if f not in missing]
+    if args.dry_run:
+        return _dry_run(args, opts, files, bool(missing))
+    return _ingest(args, cfg, opts, files, bool(missing))
+
+
+def _dry_run(args: argparse.Namespace, opts: Options, files: list[str], missing: bool) -> int:
+    from edge.ingest.sinks import DryRunSink
+
+    sink = DryRunSink(0 if args.full else args.samples, sys.stdout.buffer if args.full else None)
+    progress = Progress(enabled=not args.quiet)
+    stop = threading.Event()
+    t0 = time.monotonic()
+    with _stop_on_signals(stop):
+        reports = _run_files(Ingest(opts, sink, None, progress, stop), files, progress)
+    elapsed = time.monotonic() - t0
+    if args.full:
+        sys.stdout.flush()
+    else:
+        for ev in sink.samples:
+            print(json.dumps(ev, separators=(",", ":"), ensure_ascii=False))
+    lines = _summary(reports, elapsed, dry_run=True)
+    lines.append(f"  serialised {sink.events:,} events ({sink.bytes:,} bytes of JSON); nothing sent (dry run)")
+    print("\n".join(lines), file=sys.stderr)
+    return _exit_code(reports, missing, stop)
+
+
+def _run_files(ingest: Ingest, files: list[str], progress: Progress) -> list[FileReport]:
+    reports = []
+    try:
+        for f in files:
+            if ingest.stop.is_set():
+                break
+            report = ingest.run_file(Path(f))
+            progress.file_done(report)
+            reports.append(report)
+    finally:
+        progress.done()
+        for r in ingest._shared_rejects.values():  # noqa: SLF001 - owned by the same package
+            r.close()
+    return reports
+
+
+def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[str], missing: bool) -> int:
+    from edge.delivery import Delivery
+    from edge.ingest.checkpoint import Checkpoints
+    from edge.ingest.sinks import SpoolWriter
+
+    state = Path(cfg.state.state_dir)
+    checkpoints = Checkpoints(state / "ingest-progress.db")
+    delivery = Delivery.start(cfg, when_full="block")
+    stop = threading.Event()
+    progress = Progress(enabled=not args.quiet)
+    t0 = time.monotonic()
+    drained = True
+    try:
+        sink = SpoolWriter(delivery.spool, stop)
+        with _stop_on_signals(stop):
+            reports = _run_files(Ingest(opts, sink, checkpoints, progress, stop), files, progress)
+            if delivery.flusher is not None and not stop.is_set():
+                drained = delivery.flusher.drain(args.drain_timeout)
+        elapsed = time.monotonic() - t0
+        stats = delivery.spool.stats()
+        snap = delivery.metrics.snapshot()
+    finally:
+        delivery.finish(0.0 if stop.is_set() else 5.0)
+        checkpoints.close()
+    lines = _summary(reports, elapsed, dry_run=False)
+    accepted = sum(r.written for r in reports)
+    if delivery.flusher is None:
+        lines.append(f"  spooled {accepted:,} events to {cfg.spool_path()}; no Kafka configured "
+                     "(KAFKA_BOOTSTRAP_SERVERS): they wait in the spool for the daemon's flusher")
+    else:
+        sent, acked, failed = snap.get("sent", 0), snap.get("acked", 0), snap.get("failed", 0)
+        rate = 100.0 * acked / accepted if accepted else 100.0
+        lines += [
+            f"  sent      {sent:>12,}   acked {acked:,}   failed {failed:,}   pending in spool {stats.depth:,}",
+            f"  success rate {rate:.2f} % (acked / valid rows spooled by this run)",
+            "  delivery latency (spooled → acked) p50 {:.0f} ms, p99 {:.0f} ms".format(
+                _ms(snap, "p50"), _ms(snap, "p99")),
+        ]
+        if not drained:
+            lines.append(f"  not all events acknowledged within {args.drain_timeout:.0f} s: they stay in the spool "
+                         "and the daemon (or the next run) sends them")
+    print("\n".join(lines), file=sys.stderr)
+    code = _exit_code(reports, missing, stop)
+    return FAILED if code == OK and not drained else code
+
+
+def _ms(snap: dict, q: str) -> float:
+    """Latency quantile in ms from a metrics snapshot (latency_p50_ms, or latency_p50_s)."""
+    if snap.get(f"latency_{q}_ms") is not None:
+        return float(snap[f"latency_{q}_ms"])
+    return 1000.0 * float(snap.get(f"latency_{q}_s") or 0.0)
+
+
+def _summary(reports: list[FileReport], elapsed: float, *, dry_run: bool) -> list[str]:
+    rows = sum(r.rows for r in reports)
+    rejected = sum(r.rejected for r in reports)
+    new_rows = sum(r.processed for r in reports)
+    lines = [f"ingest-csv{' (dry run)' if dry_run else ''}: {len(reports)} file(s)"]
+    for r in reports:
+        state = ("already ingested, skipped" if r.skipped else f"error: {r.error}" if r.error
+                 else "done" if r.complete else "stopped: rerun the same command to continue")
+        resumed = f", resumed at line {r.resumed_at_line:,}" if r.resumed_at_line else ""
+        lines.append(f"  {Path(r.path).name}: session {r.session_id or '-'}, {r.rows:,} rows, {r.accepted:,} valid, "
+                     f"{r.rejected:,} rejected{resumed}: {state}")
+        if r.rejected:
+            lines.append(f"    rejects: {r.rejects_path}")
+    lines += [
+        f"  parsed    {rows:>12,} rows   rejected {rejected:,}",
+        f"  time      {elapsed:>12.2f} s    throughput {new_rows / max(elapsed, 1e-9):,.0f} rows/s (this run)",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edge.ingest.cli ingest-csv …`: the command on its own (tests, and before it is wired into edge.cli)."""
+    from edge.config import ConfigError
+    from edge.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="edge")
+    parser.add_argument("--log-level", default="INFO")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for key, msg in exc.problems:
+            print(f"config error: {exc.origin}: {key}: {msg}", file=sys.stderr)
+        return USAGE
+
+
+def _exit_code(reports: list[FileReport], missing: bool, stop: threading.Event) -> int:
+    if stop.is_set():
+        print("interrupted: run the same command again to continue where it stopped", file=sys.stderr)
+        return INTERRUPTED
+    if missing or any(r.error for r in reports):
+        return BAD_INPUT
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Streams a CSV file (plain or gzip) as chunks of whole lines with their line numbers and byte offsets.
+
+Memory is bounded by the chunk size: a chunk ends at the last newline of a block that is not inside a
+quoted field (quote parity), so a record never straddles two chunks. Offsets count bytes of the
+decompressed stream after the header; a later run seeks to a checkpointed offset and goes on from there.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from edge.ingest.rows import Header, HeaderError, parse_header
+
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_HEADER = 1 << 20
+MAX_CHUNK = 64 << 20  # a "line" longer than this is cut (and rejected) rather than held in memory
+
+
+class InputError(Exception):
+    """The file cannot be read as a CSV (missing, unreadable, corrupt compression, no usable header)."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    data: bytes  # whole lines, each ending with b"\n" (one is added to a last line that has none)
+    first_line: int  # physical line number of the first line (the header is line 1)
+    end_offset: int  # offset just past this chunk in the (decompressed) stream
+    next_line: int  # line number of the line after this chunk
+
+
+class CsvFile:
+    """A CSV input: header parsed on open; `chunks(offset, line)` streams the rest."""
+
+    def __init__(self, path: str | Path, chunk_bytes: int = 1 << 20):
+        self.path = Path(path)
+        self.chunk_bytes = chunk_bytes
+        try:
+            self._raw = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot open: {exc.strerror or exc}") from None
+        self.size = self._size()
+        magic = self._raw.read(2)
+        self._raw.seek(0)
+        self.compressed = magic == GZIP_MAGIC
+        self._stream: BinaryIO = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.compressed else self._raw
+        self.header, self.data_offset = self._read_header()
+
+    def _size(self) -> int:
+        try:
+            return self._raw.seek(0, io.SEEK_END)
+        finally:
+            self._raw.seek(0)
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self._stream.read(n)
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            raise InputError(f"{self.path}: corrupt or truncated gzip data: {exc}") from None
+
+    def _read_header(self) -> tuple[Header, int]:
+        head = self._read(min(MAX_HEADER, 64 << 10))
+        while b"\n" not in head and len(head) < MAX_HEADER:
+            more = self._read(64 << 10)
+            if not more:
+                break
+            head += more
+        if not head:
+            raise InputError(f"{self.path}: empty file (no header line)")
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise InputError(f"{self.path}: UTF-16 text; convert the file to UTF-8")
+        end = head.find(b"\n")
+        if end < 0 and len(head) >= MAX_HEADER:
+            raise InputError(f"{self.path}: no line break in the first {MAX_HEADER >> 20} MiB: not a CSV file")
+        line = head if end < 0 else head[:end]
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{self.path}: the header line is not UTF-8 text (a binary file?)") from None
+        try:
+            header = parse_header(text)
+        except HeaderError as exc:
+            raise InputError(f"{self.path}: {exc}") from None
+        return header, len(head) if end < 0 else end + 1
+
+    def position(self) -> int:
+        """Bytes of the file itself consumed so far (compressed bytes for gzip): for progress."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def chunks(self, offset: int | None = None, line: int = 2) -> Iterator[Chunk]:
+        """Chunks from `offset` (default: just after the header), whose first line is `line`."""
+        offset = self.data_offset if offset is None else offset
+        try:
+            self._stream.seek(offset)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{self.path}: cannot seek to offset {offset}: {exc}") from None
+        carry = b""
+        eof = False
+        while not eof or carry:
+            if not eof:
+                block = self._read(self.chunk_bytes)
+                eof = not block
+                buf = carry + block
+            else:
+                buf = carry
+            cut = _cut(buf, final=eof)
+            if cut == 0 and not eof and len(buf) < MAX_CHUNK:
+                carry = buf
+                continue
+            if cut == 0:
+                cut = len(buf)  # the last line without newline, or an over-long line
+            data, carry = buf[:cut], buf[cut:]
+            end_offset = offset + len(data)
+            if not data.endswith(b"\n"):
+                data += b"\n"
+            nlines = data.count(b"\n")
+            yield Chunk(data, line, end_offset, line + nlines)
+            offset, line = end_offset, line + nlines
+
+    def close(self) -> None:
+        if self._stream is not self._raw:
+            self._stream.close()
+        self._raw.close()
+
+    def __enter__(self) -> CsvFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cut(buf: bytes, final: bool) -> int:
+    """Length of the longest prefix of `buf` that ends a line outside quotes (0: none)."""
+    last = buf.rfind(b"\n") + 1
+    if final or last == 0:
+        return len(buf) if final else 0
+    if b'"' not in buf[:last]:
+        return last
+    arr = np.frombuffer(buf, np.uint8, count=last)
+    quotes = np.cumsum(arr == 34, dtype=np.int64)
+    newlines = np.flatnonzero(arr == 10)
+    even = newlines[(quotes[newlines] & 1) == 0]
+    return int(even[-1]) + 1 if even.size else last  # unbalanced quotes: cut at the line anyway

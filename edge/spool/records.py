@@ -1,0 +1,102 @@
+"""Value types of the spool (items in, records out, stats), its errors, and the record checksum."""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.types import SCHEMA_VERSION, DetectionEvent
+
+# Lengths and fixed fields go into the checksum too, so bytes cannot move between key and id unnoticed.
+_CRC_HEADER = struct.Struct("<IIid")
+_crc32 = zlib.crc32
+
+
+class SpoolError(Exception):
+    """The spool file cannot be used (unsupported format, not a spool, closed); the message names the path."""
+
+
+class SpoolClosed(SpoolError):
+    """The spool was closed; an append that was still waiting for room was not written."""
+
+
+class SpoolFull(TimeoutError):
+    """An append was not written: no room (policy `block` timed out, or the disk is full with nothing to evict)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolItem:
+    """What producers append: one event, already serialised."""
+
+    key: str  # Kafka key (vehicle_id)
+    value: bytes  # the event JSON, UTF-8
+    detection_id: str
+    captured_at: float  # epoch seconds, for captured->acked latency
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_event(cls, event: DetectionEvent) -> SpoolItem:
+        """Serialise a DetectionEvent: key = vehicle_id, captured_at parsed from its ISO 8601 time."""
+        captured = dt.datetime.fromisoformat(event.captured_at)
+        if captured.tzinfo is None:
+            captured = captured.replace(tzinfo=dt.timezone.utc)
+        return cls(
+            key=event.vehicle_id,
+            value=event.to_json().encode("utf-8"),
+            detection_id=event.detection_id,
+            captured_at=captured.timestamp(),
+            schema_version=event.schema_version,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    """What the flusher reads: an item with its place in the spool."""
+
+    seq: int  # increasing, oldest first
+    key: str
+    value: bytes
+    detection_id: str
+    schema_version: int
+    captured_at: float
+    enqueued_at: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """A snapshot for metrics and `edge queue stats`; `bytes` is the sum of key + value sizes of pending records."""
+
+    depth: int
+    bytes: int
+    oldest_age_s: float | None  # now - enqueued_at of the oldest pending record
+    in_flight: int
+    dead: int
+    quarantined: int
+    evicted_total: int
+    appended_total: int
+    acked_total: int
+    disk_full: bool
+    max_bytes: int
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What opening a corrupt spool did: where the old file went and what could be read back from it."""
+
+    corrupt_path: Path  # the damaged file, moved aside and kept
+    reason: str  # why it was judged corrupt (quick_check output or the error)
+    salvaged: int  # records copied into the fresh spool (pending and dead)
+    quarantined: int  # records read back but failing their checksum or decoding
+    lost: int | None  # records known to have existed and not read back; None when unknown
+    unreadable_ranges: int  # damaged stretches of the table that were skipped
+
+
+def checksum(key: bytes, value: bytes, detection_id: bytes, schema_version: int, captured_at: float) -> int:
+    """CRC32 over value, key, detection id and the fixed fields (TypeError/struct.error on wrong types)."""
+    header = _CRC_HEADER.pack(len(key), len(detection_id), schema_version, captured_at)
+    return _crc32(header, _crc32(detection_id, _crc32(key, _crc32(value))))

@@ -1,0 +1,168 @@
+"""On-disk format of the spool: tables, format version, connections, integrity check and moving a bad file aside."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sqlite3
+import struct
+from pathlib import Path
+
+from edge.spool.records import SpoolError, SpoolRecord, checksum
+
+log = logging.getLogger(__name__)
+
+# Bump on any change to the tables below, and teach `open_checked` to migrate from the older one.
+FORMAT_VERSION = 1
+
+# Column order shared by pending, dead and the head of quarantine; `row_to_record` reads it.
+COLUMNS = "seq, key, value, detection_id, schema_version, captured_at, enqueued_at, attempts, size, crc"
+_RECORD_DDL = """
+    seq            INTEGER PRIMARY KEY,
+    key            TEXT    NOT NULL,
+    value          BLOB    NOT NULL,
+    detection_id   TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    captured_at    REAL    NOT NULL,
+    enqueued_at    REAL    NOT NULL,
+    attempts       INTEGER NOT NULL,
+    size           INTEGER NOT NULL,  -- len(key) + len(value) in bytes, what max_bytes bounds
+    crc            INTEGER NOT NULL   -- records.checksum() of the fields above it
+"""
+SCHEMA = f"""
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE pending ({_RECORD_DDL});
+CREATE TABLE dead ({_RECORD_DDL}, error TEXT NOT NULL, dead_at REAL NOT NULL);
+CREATE TABLE quarantine (
+    qid            INTEGER PRIMARY KEY,
+    seq            INTEGER,
+    key            BLOB,
+    value          BLOB,
+    detection_id   BLOB,
+    schema_version INTEGER,
+    captured_at    REAL,
+    enqueued_at    REAL,
+    attempts       INTEGER,
+    size           INTEGER,
+    crc            INTEGER,
+    reason         TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+);
+"""
+TABLES = ("meta", "pending", "dead", "quarantine")
+# Counters kept in `meta`, changed in the same transaction as the rows they count.
+COUNTERS = ("depth", "bytes", "last_seq", "dead", "quarantined", "appended_total", "acked_total", "evicted_total")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, synchronous=FULL, text read as bytes."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.text_factory = bytes  # decode ourselves: a flipped byte must reach the checksum, not a UnicodeDecodeError
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA journal_size_limit = 16777216")
+    return conn
+
+
+def _problem(conn: sqlite3.Connection, path: Path) -> str | None:
+    """Why an existing file is unusable as a spool (None: fine). Raises SpoolError for files we must not touch."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    names = {r[0].decode() for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version > FORMAT_VERSION:
+        raise SpoolError(
+            f"{path}: spool format {version} is newer than this program supports ({FORMAT_VERSION}); "
+            "upgrade edge-detector or move the file away"
+        )
+    if version == 0:
+        if names and "pending" not in names:
+            raise SpoolError(f"{path}: an SQLite database but not a spool (tables: {', '.join(sorted(names))})")
+        if names:
+            return "format version missing from the header"
+        return None  # empty database: initialised by the caller
+    missing = [t for t in TABLES if t not in names]
+    if missing:
+        return f"tables missing: {', '.join(missing)}"
+    rows = [r[0].decode() if isinstance(r[0], bytes) else str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+    if rows != ["ok"]:
+        return "quick_check: " + "; ".join(rows[:5])
+    return None
+
+
+def _initialise(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    # statement by statement: executescript() would COMMIT the open transaction
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.executemany("INSERT INTO meta (name, value) VALUES (?, 0)", [(c,) for c in COUNTERS])
+    conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+    conn.execute("COMMIT")
+
+
+def open_checked(path: Path) -> tuple[sqlite3.Connection, Path | None, str]:
+    """Open (creating if needed) the spool at `path`.
+
+    Returns (connection, moved_aside, reason): when the file was corrupt it is renamed to
+    `<name>.corrupt-<UTC time>` (with its -wal and -shm), a fresh spool is created, and
+    `moved_aside` is the old file for salvage."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn: sqlite3.Connection | None = None
+    reason: str | None
+    try:
+        conn = connect(path)
+        reason = _problem(conn, path)
+    except SpoolError:
+        if conn is not None:
+            conn.close()
+        raise
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed", ...
+        reason = f"{type(exc).__name__}: {exc}"
+    moved: Path | None = None
+    if reason is not None:
+        if conn is not None:
+            conn.close()
+        moved = move_aside(path)
+        log.error("spool %s is corrupt (%s); moved it to %s and starting a fresh spool", path, reason, moved)
+        conn = connect(path)
+    assert conn is not None
+    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+        _initialise(conn)
+    return conn, moved, reason or ""
+
+
+def move_aside(path: Path) -> Path:
+    """Rename the spool and its -wal/-shm to `<name>.corrupt-<UTC time>[-wal|-shm]`; never deletes anything."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    for suffix in ("", "-wal", "-shm"):  # the copy keeps SQLite's naming, so opening it still applies its WAL
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, f"{target}{suffix}")
+    return target
+
+
+def row_to_record(row: tuple, attempts_bump: int = 0) -> tuple[SpoolRecord | None, int, str]:
+    """Check and decode one row in COLUMNS order: (record, size, "") or (None, 0, reason)."""
+    seq, key, value, did, version, captured, enqueued, attempts, size, crc = row
+    try:
+        expected = checksum(key, value, did, version, captured)
+    except (TypeError, ValueError, struct.error) as exc:  # a damaged row: wrong column types or ranges
+        return None, 0, f"bad column type or value: {exc}"
+    if expected != crc or not isinstance(value, bytes):
+        return None, 0, f"checksum mismatch (stored {crc!r}, computed {expected:#010x})"
+    if size != len(key) + len(value):
+        return None, 0, f"size mismatch (stored {size!r}, actual {len(key) + len(value)})"
+    try:
+        record = SpoolRecord(
+            seq, key.decode("utf-8"), value, did.decode("utf-8"), version, float(captured), float(enqueued),
+            int(attempts) + attempts_bump,
+        )
+    except (AttributeError, UnicodeDecodeError, TypeError, ValueError) as exc:
+        return None, 0, f"undecodable: {exc}"
+    return record, size, ""

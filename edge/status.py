@@ -1,0 +1,254 @@
+"""Status of the running service: status.json in the runtime dir (read by `edge status`) and a Prometheus textfile.
+
+Both files are replaced atomically (write a temporary file in the same directory, then rename), so a
+reader sees the old or the new content, never a torn one. status.json holds whatever snapshot the service
+passes (fps, frames_dropped, detections, spool_depth, spool_oldest_age_s, broker, gps, ...) plus
+`updated_at` (ISO 8601, UTC) and `pid`, which `StatusWriter` adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+STALE_AFTER_S = 30.0  # `format_status` flags a status older than this: the service is stopped or hung
+METRIC_PREFIX = "edge_"
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _utc_now(clock: Callable[[], float]) -> str:
+    return dt.datetime.fromtimestamp(clock(), dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StatusWriter:
+    """Writes `<runtime_dir>/status.json` (and the Prometheus textfile when `prometheus_path` is given)."""
+
+    def __init__(self, runtime_dir: Path | str, *, prometheus_path: Path | str | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.path = Path(runtime_dir) / STATUS_FILE
+        self.prometheus_path = Path(prometheus_path) if prometheus_path else None
+        self.clock = clock
+        self.failures = 0
+
+    def write(self, snapshot: Mapping[str, object]) -> dict[str, object] | None:
+        """Writes the snapshot plus updated_at and pid; returns what was written, None when the write failed.
+
+        A failed write (runtime dir gone, disk full) is logged and counted, never raised: status is not
+        worth stopping the pipeline for.
+        """
+        data = {**snapshot, "updated_at": _utc_now(self.clock), "pid": os.getpid()}
+        try:
+            _atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+            if self.prometheus_path is not None:
+                write_prometheus(self.prometheus_path, metrics_from_status(data, now=self.clock()))
+        except OSError as exc:
+            self.failures += 1
+            log.warning("status: cannot write %s: %s", self.path, exc)
+            return None
+        return data
+
+    def run(self, stop: threading.Event, snapshot: Callable[[], Mapping[str, object]], every: float = 5.0) -> None:
+        """Writes `snapshot()` every `every` seconds until `stop`, and once more when stopping."""
+        while True:
+            try:
+                self.write(snapshot())
+            except Exception:  # noqa: BLE001 - a broken snapshot must not end the status loop
+                log.exception("status: snapshot failed")
+            if stop.wait(every):
+                break
+        try:
+            self.write({**snapshot(), "state": "stopped"})
+        except Exception:  # noqa: BLE001
+            log.exception("status: final snapshot failed")
+
+
+def read_status(runtime_dir: Path | str) -> dict[str, object] | None:
+    """The last status.json, or None when there is none (service not running) or it is unreadable."""
+    path = Path(runtime_dir) / STATUS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("status: cannot read %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def status_age(data: Mapping[str, object], now: float | None = None) -> float | None:
+    """Seconds since `updated_at`, None when it is missing or malformed."""
+    try:
+        stamp = dt.datetime.fromisoformat(str(data["updated_at"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return None
+    return (time.time() if now is None else now) - stamp
+
+
+def _pid_running(pid: object) -> bool | None:
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _num(value: object, fmt: str = "{}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def format_status(d: Mapping[str, object], now: float | None = None) -> str:
+    """Human summary for `edge status`; tolerates missing keys (older or newer writers)."""
+    gps = d.get("gps")
+    if isinstance(gps, Mapping):
+        fix = str(gps.get("status", "?"))
+        if gps.get("lat") is not None and gps.get("lon") is not None:
+            fix += f" {float(gps['lat']):.5f},{float(gps['lon']):.5f}"
+        if gps.get("source"):
+            fix += f" ({gps['source']})"
+    else:
+        fix = "n/a" if gps is None else str(gps)
+    age = status_age(d, now)
+    updated = f"{d.get('updated_at', 'n/a')}" + (f" ({age:.0f} s ago)" if age is not None else "")
+    lines = [
+        f"state:       {d.get('state', 'unknown')} (pid {d.get('pid', '?')})",
+        f"updated:     {updated}",
+        f"fps:         {_num(d.get('fps'), '{:.1f}')}",
+        f"frames:      {_num(d.get('frames'))} read, {_num(d.get('frames_dropped'))} dropped",
+        f"detections:  {_num(d.get('detections'))}",
+        f"spool:       {_num(d.get('spool_depth'))} waiting, oldest {_num(d.get('spool_oldest_age_s'), '{:.0f} s')}"
+        + (f", {d['dead_letters']} dead letters" if d.get("dead_letters") else ""),
+        f"broker:      {d.get('broker', 'n/a')}" + (f", {d['acked']} acked" if d.get("acked") is not None else ""),
+        f"gps:         {fix}",
+    ]
+    warnings = []
+    if age is not None and age > STALE_AFTER_S and d.get("state") != "stopped":
+        warnings.append(f"status is {age:.0f} s old: the service is stopped or hung (systemctl status edge-detector)")
+    if d.get("state") != "stopped" and _pid_running(d.get("pid")) is False:
+        warnings.append(f"process {d.get('pid')} is not running")
+    return "\n".join(lines + [f"WARNING: {w}" for w in warnings])
+
+
+# --- Prometheus textfile (node_exporter --collector.textfile.directory) -----------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    value: float | int | bool
+    help: str = ""
+    type: Literal["gauge", "counter"] = "gauge"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+
+
+def metric_name(name: str) -> str:
+    """`edge_` + name with invalid characters replaced by `_` (the prefix is not doubled)."""
+    clean = _NAME_BAD.sub("_", name)
+    return clean if clean.startswith(METRIC_PREFIX) else METRIC_PREFIX + clean
+
+
+def _label_value(v: str) -> str:
+    return str(v).replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _value(v: float | int | bool) -> str:
+    f = float(v)
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "+Inf" if f > 0 else "-Inf"
+    return repr(int(f)) if f.is_integer() and abs(f) < 2**53 else repr(f)
+
+
+def render_prometheus(metrics: Mapping[str, float | int | bool | Metric | Sequence[Metric] | None]) -> str:
+    """Text exposition format: `# HELP`, `# TYPE`, then one sample line per label set. None values are left out."""
+    out: list[str] = []
+    for raw_name, value in sorted(metrics.items()):
+        samples = [value] if not isinstance(value, Sequence) else list(value)
+        samples = [s if isinstance(s, Metric) else Metric(s) for s in samples if s is not None]
+        samples = [s for s in samples if s.value is not None]
+        if not samples:
+            continue
+        name = metric_name(raw_name)
+        help_text = next((s.help for s in samples if s.help), name.replace("_", " "))
+        out.append(f"# HELP {name} {help_text.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}")
+        out.append(f"# TYPE {name} {samples[0].type}")
+        for s in samples:
+            labels = ",".join(f'{_NAME_BAD.sub("_", k)}="{_label_value(v)}"' for k, v in sorted(s.labels.items()))
+            out.append(f"{name}{{{labels}}} {_value(s.value)}" if labels else f"{name} {_value(s.value)}")
+    return "\n".join(out) + "\n"
+
+
+def write_prometheus(path: Path | str,
+                     metrics: Mapping[str, float | int | bool | Metric | Sequence[Metric] | None]) -> None:
+    """Atomically replaces `path` (name it `*.prom` in node_exporter's textfile directory)."""
+    _atomic_write(Path(path), render_prometheus(metrics))
+
+
+_BROKER_UP = {"up", "connected", "ok", "online"}
+
+
+def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> dict[str, Metric | None]:
+    """The status snapshot as `edge_*` metrics (missing keys are left out)."""
+
+    def m(key: str, help_text: str, type_: Literal["gauge", "counter"] = "gauge") -> Metric | None:
+        v = d.get(key)
+        return Metric(v, help_text, type_) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    gps = d.get("gps")
+    broker = d.get("broker")
+    age = status_age(d, now)
+    gps_state = str(gps.get("status", "no_fix")) if isinstance(gps, Mapping) else "no_fix"
+    taken = None if age is None else (time.time() if now is None else now) - age
+    return {
+        "edge_fps": m("fps", "Frames per second through the detector"),
+        "edge_frames_total": m("frames", "Frames read from the source", "counter"),
+        "edge_frames_dropped_total": m("frames_dropped", "Frames dropped before detection", "counter"),
+        "edge_detections_total": m("detections", "Detections produced", "counter"),
+        "edge_spool_depth": m("spool_depth", "Events in the spool waiting for the broker"),
+        "edge_spool_bytes": m("spool_bytes", "Size of the spool in bytes"),
+        "edge_spool_oldest_age_seconds": m("spool_oldest_age_s", "Age of the oldest undelivered event"),
+        "edge_dead_letters": m("dead_letters", "Events the broker rejected for good"),
+        "edge_acked_total": m("acked", "Events acknowledged by the broker", "counter"),
+        "edge_broker_up": None if broker is None else Metric(
+            str(broker).lower() in _BROKER_UP, "1 when the Kafka broker is reachable",
+            labels={"state": str(broker)}),
+        "edge_gps_fix": Metric(
+            gps_state == "ok", "1 when a current GPS fix is available", labels={"status": gps_state}),
+        "edge_status_updated_timestamp_seconds": None if taken is None else Metric(
+            round(taken), "Unix time of the status snapshot (alert when it stops moving)"),
+    }

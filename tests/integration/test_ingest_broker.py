@@ -1,0 +1,132 @@
+"""`edge ingest-csv` against a real Kafka-protocol broker (Tansu, conftest's `tansu`): every row once, reruns add
+no ids, kill -9 resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge.sinks.local_broker import LocalBroker
+
+ROWS = 100_000
+HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
+
+
+@pytest.fixture(scope="module")
+def csv_100k(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("csv") / "drive_100k.csv"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(HEADER + "\n")
+        for i in range(ROWS):
+            fh.write(f"{75 + i // 2},{(75 + i // 2) / 30:.3f},{i % 1920}.{i % 97:02d},{i % 1080}.5,0.{5000 + i % 4999},"
+                     f"{'stop sign' if i % 3 else 'traffic light'},43.{790000 + i},-79.{314000 + i},{i % 3600 / 10:.1f}\n")
+    return path
+
+
+def _cmd(path: Path, state: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "edge.ingest.cli", "ingest-csv", str(path), "--state-dir", str(state), "-q", *extra]
+
+
+def _env(broker: LocalBroker, topic: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_"))}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_TOPIC=topic)
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def _topic_ids(broker: LocalBroker, topic: str, at_least: int, deadline_s: float = 90, quiet_s: float = 1.5) -> list[str]:
+    """Every detection_id on the topic: read until at least `at_least` unique ids and then `quiet_s` without messages."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])  # no group rebalance to wait for
+    ids: list[str] = []
+    unique: set[str] = set()
+    deadline = time.monotonic() + deadline_s
+    last_message = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(10_000, timeout=0.25)
+            for m in msgs:
+                if m.error() is None:
+                    det = json.loads(m.value())["detection_id"]
+                    ids.append(det)
+                    unique.add(det)
+            if msgs:
+                last_message = time.monotonic()
+            elif len(unique) >= at_least and time.monotonic() - last_message > quiet_s:
+                break
+    finally:
+        consumer.close()
+    return ids
+
+
+def test_100k_rows_arrive_once_and_reruns_add_no_ids(tansu, kafka_topic, csv_100k, tmp_path):
+    broker, topic, state = tansu, kafka_topic, tmp_path / "state"
+    env = _env(broker, topic)
+    # when the file is ingested
+    first = _run(_cmd(csv_100k, state), env)
+    assert first.returncode == 0, first.stderr
+    ids = _topic_ids(broker, topic, ROWS)
+    # then every row is on the topic once
+    assert len(set(ids)) == ROWS, f"{len(set(ids))} unique ids on the topic, expected {ROWS}\n{first.stderr}"
+    assert len(ids) == ROWS, f"{len(ids) - ROWS} duplicates after a clean run"
+    # when the same command runs again: the file is done, nothing is sent
+    again = _run(_cmd(csv_100k, state), env)
+    assert again.returncode == 0 and "already ingested" in again.stderr, again.stderr
+    # when forced: everything is sent again, with the same ids
+    forced = _run(_cmd(csv_100k, state, "--force"), env)
+    assert forced.returncode == 0, forced.stderr
+    ids = _topic_ids(broker, topic, ROWS)
+    assert len(ids) == 2 * ROWS, f"--force must resend every row: {len(ids)} messages"
+    assert len(set(ids)) == ROWS, "a rerun must not create new ids"
+
+
+def _progress_rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            row = con.execute("SELECT max(rows) FROM progress").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0) if row else 0
+
+
+def test_kill_9_half_way_then_rerun_gives_every_id_once(tansu, kafka_topic, csv_100k, tmp_path):
+    broker, topic, state = tansu, kafka_topic, tmp_path / "state"
+    env = _env(broker, topic)
+    # given a run killed with SIGKILL once about a third of the rows are checkpointed
+    proc = subprocess.Popen(_cmd(csv_100k, state, "--workers", "1"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _progress_rows(state / "ingest-progress.db") < ROWS // 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stderr.read() if proc.stderr else ''}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    done = _progress_rows(state / "ingest-progress.db")
+    assert ROWS // 3 <= done < ROWS, f"killed at {done} rows: not half-way"
+    # when the same command runs again
+    rerun = _run(_cmd(csv_100k, state), env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resumed at line" in rerun.stderr, rerun.stderr
+    # then every row is on the topic, none missing, no new ids
+    ids = _topic_ids(broker, topic, ROWS)
+    assert len(set(ids)) == ROWS, f"{len(set(ids))} unique ids after kill -9 and rerun, expected {ROWS}"
