@@ -172,7 +172,8 @@ def main() -> int:
                         else:
                             t, cpu = run_bare(cfg, items, warmth == "warm")
                         count = n - (warmth == "warm")
-                        print(f"   run {r + 1} {warmth} {mode:<7} {count / t:>10,.0f} events/s  {cpu / count * 1e6:5.1f} µs CPU/event")
+                        print(f"   run {r + 1} {warmth} {mode:<7} {count / t:>10,.0f} events/s  "
+                              f"{cpu / count * 1e6:5.1f} µs CPU/event")
                         key = (mode, warmth)
                         if key not in best or count / t > best[key][0]:
                             best[key] = (count / t, cpu / count * 1e6)

@@ -90,19 +90,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError("--start-time", [("source.start_time", f"not an ISO 8601 time: {exc}")]) from None
 
-    sink = JsonlSink(args.out or "-")
     progress = _Progress(_expected_frames(args.source, cfg.source.inference_fps, args.limit), enabled=not args.quiet)
     stop = threading.Event()
+    if args.out:
+        sink = JsonlSink(args.out)
+        try:
+            result = run_replay(
+                cfg, sink.write, limit=args.limit, start_time=start_time, gps_offset=args.gps_offset, stop=stop,
+                on_tick=progress, all_classes=args.all_classes,
+            )
+        finally:
+            progress.done()
+            sink.close()
+        _print_summary(result, [f"  events written: {sink.written} to {'stdout' if args.out == '-' else args.out}"])
+        return OK
+
+    from edge.delivery import Delivery
+
+    delivery = Delivery.start(cfg, when_full="block")  # a replay must not lose events: the spool blocks when full
+    drained = True
     try:
         result = run_replay(
-            cfg, sink.write, limit=args.limit, start_time=start_time, gps_offset=args.gps_offset, stop=stop,
-            on_tick=progress, all_classes=args.all_classes,
+            cfg, delivery.sink(live=False).write, limit=args.limit, start_time=start_time, gps_offset=args.gps_offset,
+            stop=stop, on_tick=progress, all_classes=args.all_classes,
         )
     finally:
         progress.done()
-        sink.close()
-    _print_summary(result, sink.written, args.out)
-    return OK
+        drained = delivery.finish(args.drain_timeout)
+    _print_summary(result, delivery.report())
+    return OK if drained else FAILED
 
 
 def _expected_frames(uri: str, fps: float, limit: int | None) -> int | None:
@@ -126,7 +142,7 @@ def _expected_frames(uri: str, fps: float, limit: int | None) -> int | None:
     return total
 
 
-def _print_summary(result, written: int, out: str | None) -> None:  # noqa: ANN001
+def _print_summary(result, tail: list[str]) -> None:  # noqa: ANN001
     st = result.stats
     p50, p99 = st.percentiles(st.overhead_ms)
     i50, _ = st.percentiles(st.inference_ms)
@@ -141,8 +157,7 @@ def _print_summary(result, written: int, out: str | None) -> None:  # noqa: ANN0
     corrupt = getattr(src, "corrupt_frames", 0)
     if corrupt:
         lines.append(f"  corrupt frames skipped: {corrupt}")
-    lines.append(f"  events written: {written} to {out if out and out != '-' else 'stdout'}")
-    print("\n".join(lines), file=sys.stderr)
+    print("\n".join(lines + tail), file=sys.stderr)
 
 
 # --- detect -----------------------------------------------------------------------------------
@@ -382,7 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("replay", help="run the pipeline over a recording (video file, image folder, URL)"))
     p.add_argument("source", help="video file, image folder, camera index, /dev/videoN, rtsp/http URL")
     p.add_argument("--fps", type=float, help="frames per second to analyse (default: config, INFERENCE_FPS, 5)")
-    p.add_argument("--out", help="write events as JSON lines to this file ('-' = stdout)")
+    p.add_argument("--out", help="file-only run: write events as JSON lines to this file ('-' = stdout) instead of "
+                   "the spool and Kafka")
+    p.add_argument("--drain-timeout", type=float, default=60.0,
+                   help="seconds to wait at the end for Kafka to acknowledge spooled events (default 60)")
     p.add_argument("--limit", type=int, help="stop after N analysed frames")
     p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
     p.add_argument("--session", help="session id (default: derived from the recording, so ids repeat on replay)")

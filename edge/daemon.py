@@ -112,7 +112,7 @@ class Daemon:
             self.log_context.update(session_id=session_id)
         frames: BoundedQueue[Frame] = BoundedQueue(cfg.source.queue_size, "drop_oldest" if source.live else "block")
         pipeline = Pipeline(
-            Capture(source, frames), frames, detector, delivery.sink.write,
+            Capture(source, frames), frames, detector, delivery.sink(live=source.live).write,
             vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=session_id,
             gps=gps, max_restarts=MAX_STAGE_RESTARTS,
         )

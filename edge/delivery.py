@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,14 +20,22 @@ log = logging.getLogger(__name__)
 
 
 class SpoolSink:
-    """Pipeline sink: an event is handed on only once it is committed to the spool (append is durable)."""
+    """Pipeline sink: an event is handed on only once it is committed to the spool (append is durable).
 
-    def __init__(self, spool: Spool):
+    Delivery latency is measured from the frame's capture for live sources; a replayed recording was captured
+    long ago, so there it is measured from the moment the event was spooled."""
+
+    def __init__(self, spool: Spool, *, live: bool = True):
         self.spool = spool
+        self.live = live
         self.written = 0
 
     def write(self, events: Sequence[DetectionEvent]) -> None:
-        self.spool.append([SpoolItem.from_event(e) for e in events])
+        items = [SpoolItem.from_event(e) for e in events]
+        if not self.live:
+            now = time.time()
+            items = [dataclasses.replace(item, captured_at=now) for item in items]
+        self.spool.append(items)
         self.written += len(events)
 
 
@@ -67,9 +76,8 @@ class Delivery:
             log.info("no kafka.bootstrap_servers configured: events stay in the spool %s", cfg.spool_path())
         return d
 
-    @property
-    def sink(self) -> SpoolSink:
-        return SpoolSink(self.spool)
+    def sink(self, *, live: bool) -> SpoolSink:
+        return SpoolSink(self.spool, live=live)
 
     def finish(self, drain_timeout: float) -> bool:
         """Stop the flusher after giving it up to `drain_timeout` s to deliver what is spooled; close the spool.
@@ -80,6 +88,7 @@ class Delivery:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join(10)
+            self.flusher.close()
             if not drained:
                 log.warning("spool not drained within %.0f s: %d events stay on disk for the next run",
                             drain_timeout, self.spool.stats().depth)
@@ -100,7 +109,7 @@ class Delivery:
         if self.flusher is not None:
             lines.append(
                 "  kafka {topic}: sent {sent}, acked {acked}, failed {failed}, dead-lettered {dead}, "
-                "latency captured→acked p50 {p50:.0f} ms p99 {p99:.0f} ms".format(
+                "delivery latency p50 {p50:.0f} ms p99 {p99:.0f} ms".format(
                     topic=self.cfg.kafka.topic, sent=snap.get("sent", 0), acked=snap.get("acked", 0),
                     failed=snap.get("failed", 0), dead=snap.get("dead_lettered", 0),
                     p50=snap.get("latency_p50_ms") or 0.0, p99=snap.get("latency_p99_ms") or 0.0,

@@ -78,7 +78,7 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
         delivery = Delivery.start(cfg, when_full="block")
         started = time.monotonic()
         try:
-            result = run_replay(cfg, delivery.sink.write, stop=threading.Event())
+            result = run_replay(cfg, delivery.sink(live=False).write, stop=threading.Event())
         finally:
             drained = delivery.finish(drain_timeout)
         produced = result.stats.detections

@@ -118,7 +118,8 @@ class LocalBroker:
         ]
         with open(self.log_path, "ab") as logf:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
-        log.info("starting Tansu on %s (advertised port %d, log %s, attempt %d)", self.bootstrap, advertised, self.log_path, attempt + 1)
+        log.info("starting Tansu on %s (advertised port %d, log %s, attempt %d)",
+                 self.bootstrap, advertised, self.log_path, attempt + 1)
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -129,7 +130,9 @@ class LocalBroker:
         while not _tcp_open(HOST, self.port, 0.2):  # cheap first: is anything listening yet
             self._check_alive()
             if time.monotonic() > deadline:
-                raise BrokerError(f"Tansu did not listen on {self.bootstrap} within {self.startup_timeout_s:.0f} s{self._log_tail()}")
+                raise BrokerError(
+                    f"Tansu did not listen on {self.bootstrap} within {self.startup_timeout_s:.0f} s{self._log_tail()}"
+                )
             time.sleep(0.02)
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "reconnect.backoff.max.ms": 200})
         last: Exception | None = None
@@ -141,7 +144,10 @@ class LocalBroker:
                 return
             except Exception as exc:  # KafkaException(_TRANSPORT/_TIMED_OUT) until it answers
                 last = exc
-        raise BrokerError(f"Tansu on {self.bootstrap} answered no metadata request within {self.startup_timeout_s:.0f} s: {last}{self._log_tail()}")
+        raise BrokerError(
+            f"Tansu on {self.bootstrap} answered no metadata request within {self.startup_timeout_s:.0f} s: "
+            f"{last}{self._log_tail()}"
+        )
 
     def _check_alive(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:

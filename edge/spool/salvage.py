@@ -15,6 +15,7 @@ from edge.spool.schema import COLUMNS, COUNTERS, row_to_record
 
 log = logging.getLogger(__name__)
 
+_TIME_BUDGET_S = 120.0  # per table: a badly damaged file must not stall the daemon's start for ever
 _NO_LIMIT_SPAN = 1 << 40  # how far past the last good seq to look when the table's end is unknown
 _Q_COLUMNS = "seq, key, value, detection_id, schema_version, captured_at, enqueued_at, attempts, size, crc"
 
@@ -42,10 +43,10 @@ def salvage(src: Path, dst: sqlite3.Connection, reason: str) -> RecoveryReport:
             _copy(conn, dst, old_meta, tally)
             _recount(dst, old_meta)
             dst.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception:  # whatever the damage, open() must go on with a working (if empty) spool
             if dst.in_transaction:
                 dst.execute("ROLLBACK")
-            log.exception("salvage of %s: writing the fresh spool failed; it starts empty", src)
+            log.exception("salvage of %s: failed; the fresh spool starts empty", src)
             tally = _Tally()
     finally:
         conn.close()
@@ -169,9 +170,12 @@ def _scan(
     """Yield ("row", row) for each readable row in key order and ("bad", (key, error)) for rows that
     exist but cannot be read; damaged stretches where not even the keys are readable are skipped."""
     pos = -(1 << 62)
-    while True:
+    deadline = time.monotonic() + _TIME_BUDGET_S
+    while time.monotonic() < deadline:
         try:
             for row in conn.execute(f"SELECT {cols} FROM {table} WHERE {key} > ? ORDER BY {key}", (pos,)):
+                if not isinstance(row[0], int) or row[0] <= pos:  # keys going backwards: a damaged page
+                    raise sqlite3.DatabaseError(f"{key} out of order after {pos}")
                 yield "row", row
                 pos = row[0]
             return
@@ -180,12 +184,16 @@ def _scan(
         ok, nxt = _probe(conn, table, key, pos + 1)
         if ok and nxt is None:
             return
-        if ok:  # the next key is readable: read that row alone, then go on scanning after it
+        if ok and nxt is not None and nxt > pos:  # the next key is readable: read that row alone, go on after it
             try:
                 row = conn.execute(f"SELECT {cols} FROM {table} WHERE {key} = ?", (nxt,)).fetchone()
-                yield "row", row
+                if row is None:
+                    raise sqlite3.DatabaseError("listed but not found by its key")
             except sqlite3.DatabaseError as exc:
+                row = None
                 yield "bad", (nxt, str(exc))
+            if row is not None:
+                yield "row", row
             pos = nxt
             continue
         tally.unreadable_ranges += 1
@@ -193,13 +201,16 @@ def _scan(
         if resume is None:
             return
         pos = resume - 1
+    log.error("salvage of %s: gave up after %.0f s; the rest of the table is not read", table, _TIME_BUDGET_S)
 
 
 def _probe(conn: sqlite3.Connection, table: str, key: str, at: int) -> tuple[bool, int | None]:
-    """(readable, first key >= at)."""
+    """(readable, first key >= at); a key below `at` (damaged page) counts as unreadable."""
     try:
         row = conn.execute(f"SELECT {key} FROM {table} WHERE {key} >= ? ORDER BY {key} LIMIT 1", (at,)).fetchone()
     except sqlite3.DatabaseError:
+        return False, None
+    if row and not (isinstance(row[0], int) and row[0] >= at):
         return False, None
     return True, (row[0] if row else None)
 

@@ -50,6 +50,7 @@ CREATE TABLE quarantine (
     quarantined_at REAL NOT NULL
 );
 """
+WAL_AUTOCHECKPOINT_PAGES = 256  # ~1 MiB of WAL before a checkpoint; disk.RESERVE_BYTES must exceed it
 TABLES = ("meta", "pending", "dead", "quarantine")
 # Counters kept in `meta`, changed in the same transaction as the rows they count.
 COUNTERS = ("depth", "bytes", "last_seq", "dead", "quarantined", "appended_total", "acked_total", "evicted_total")
@@ -62,7 +63,8 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA journal_size_limit = 16777216")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+    conn.execute(f"PRAGMA journal_size_limit = {4 << 20}")  # a WAL grown by a burst shrinks back after it
     return conn
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -48,6 +47,7 @@ from edge.spool.records import (
     SpoolStats,
     checksum,
 )
+from edge.spool.disk import DiskReserve, free_bytes, is_disk_full
 from edge.spool.salvage import salvage
 from edge.spool.schema import COLUMNS, COUNTERS, connect, open_checked, row_to_record
 
@@ -57,7 +57,8 @@ WhenFull = Literal["drop_oldest", "block"]
 _CHUNK = 500  # host parameters per IN (...) list
 _EVICT_LOG_EVERY_S = 10.0
 _RETRY_MIN_S, _RETRY_MAX_S = 0.05, 1.0  # disk-full retry backoff
-_SQLITE_FULL, _SQLITE_IOERR = 13, 10
+_DISK_RECHECK_S = 1.0  # disk full: how often to look whether there is room again
+_DISK_FULL_EVICT_FACTOR = 1.5  # disk full, drop_oldest: evict this much more than an append adds (row overhead)
 
 
 def _chunks(seq: Sequence[int], n: int = _CHUNK) -> Iterable[Sequence[int]]:
@@ -118,6 +119,7 @@ class Spool:
         for name in COUNTERS:
             self._counters.setdefault(name, 0)
         self._commits = 0
+        self._page_size = writer.execute("PRAGMA page_size").fetchone()[0]
         # Lease state. Every pending seq <= _cursor is leased, being acked, being evicted or released.
         self._cursor = 0
         self._leased: dict[int, int] = {}  # seq -> attempts
@@ -141,9 +143,14 @@ class Spool:
         # Disk full and eviction reporting.
         self._disk_full_since: float | None = None
         self._disk_evict_bytes = 0
+        self._disk_check_at = 0.0
+        self._reserve = DiskReserve(path)
         self._evict_note: list[tuple[int, int, float]] = []  # this transaction: (count, bytes, oldest enqueued_at)
         self._evict_log = [0, 0, None, 0.0]  # count, bytes, oldest enqueued_at, last log time
         self._over_budget_logged = False
+        if not self._reserve.make():
+            log.warning("spool %s: no room for a %d-byte disk reserve; a full disk may stall the spool",
+                        path, self._reserve.size)
         self._thread = threading.Thread(target=self._run, name=f"spool-writer:{path.name}", daemon=True)
         self._thread.start()
 
@@ -565,12 +572,13 @@ class Spool:
             self._evicting.clear()
         self._commits += 1
         if self._disk_full_since is not None and clears_full:
-            log.warning(
-                "spool %s: writes succeed again after %.1f s of disk full",
-                self.path, time.monotonic() - self._disk_full_since,
-            )
-            self._disk_full_since = None
             self._disk_evict_bytes = 0
+            if self._reserve.make():  # the disk has room again, not just our own freed pages
+                log.warning(
+                    "spool %s: disk no longer full after %.1f s (%s bytes free)",
+                    self.path, time.monotonic() - self._disk_full_since, free_bytes(self.path.parent),
+                )
+                self._disk_full_since = None
         if self._evict_note:
             self._log_evictions()
         return result
@@ -646,22 +654,12 @@ class Spool:
         return SpoolError(f"{self.path}: {what} failed: {exc}")
 
     def _is_disk_full(self, exc: BaseException) -> bool:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
-            return True
-        if "database or disk is full" in str(exc):
-            return True
-        if isinstance(code, int) and code & 0xFF == _SQLITE_IOERR:
-            try:
-                st = os.statvfs(self.path.parent)
-            except OSError:
-                return False
-            return st.f_bavail * st.f_frsize < (1 << 20)
-        return False
+        return is_disk_full(exc, self.path.parent)
 
     def _set_disk_full(self, exc: BaseException) -> None:
         if self._disk_full_since is None:
             self._disk_full_since = time.monotonic()
+            self._disk_check_at = self._disk_full_since + _DISK_RECHECK_S
             log.warning("spool %s: disk full (%s); policy %s applies until writes succeed", self.path, exc, self.policy)
 
     def _checkpoint(self) -> None:
@@ -706,6 +704,9 @@ class Spool:
                 if not self._inbox and not self._acks and not self._attempts:
                     return None
                 return self._take()
+            if self._disk_full_since is not None and now >= self._disk_check_at:
+                self._disk_check_at = now + _DISK_RECHECK_S  # an empty commit re-checks for room
+                return self._take()
             if self._retry_at is not None and now < self._retry_at:
                 self._cv.wait(self._wait_s(now, self._retry_at))
                 continue
@@ -725,6 +726,8 @@ class Spool:
         ends = [a.deadline for a in self._inbox if a.deadline is not None] if (self._space_wait or self._retry_at) else []
         if until is not None:
             ends.append(until)
+        if self._disk_full_since is not None:
+            ends.append(self._disk_check_at)
         return max(0.0, min(ends) - now) if ends else None
 
     def _take(self) -> _Work:
@@ -747,7 +750,7 @@ class Spool:
         expired = [a for a in self._inbox if a.deadline is not None and a.deadline <= now]
         if not expired:
             return
-        reason = "disk full" if self._retry_at is not None else f"spool full (max_bytes={self.max_bytes})"
+        reason = "disk full" if self._disk_full_since is not None else f"spool full (max_bytes={self.max_bytes})"
         keep = [a for a in self._inbox if not (a.deadline is not None and a.deadline <= now)]
         self._inbox = collections.deque(keep)
         for a in expired:
@@ -765,6 +768,7 @@ class Spool:
     def _commit(self, work: _Work) -> None:
         """One transaction: deletes for acks, attempt updates, then the appends that fit."""
         unfit: list[_Append] = []
+        was_full = self._disk_full_since is not None
 
         def body(c: sqlite3.Cursor, d: collections.Counter) -> None:
             for chunk in _chunks(work.acks):
@@ -774,20 +778,9 @@ class Spool:
                 d["acked_total"] += len(sizes)
             if work.attempts:
                 c.executemany("UPDATE pending SET attempts = ? WHERE seq = ?", [(a, s) for s, a in work.attempts.items()])
-            room = self.max_bytes - (self._counters["bytes"] + d["bytes"])
-            fit = []
-            for a in work.appends:
-                if self.policy == "block" and (unfit or a.size > room):
-                    unfit.append(a)
-                else:
-                    fit.append(a)
-                    room -= a.size
+            fit, late = self._make_room(c, d, work.appends)
+            unfit.extend(late)
             work.appends = fit
-            if room < 0:
-                self._evict(c, d, -room)
-                if self._counters["bytes"] + d["bytes"] > self.max_bytes and not self._over_budget_logged:
-                    self._over_budget_logged = True
-                    log.warning("spool %s: over max_bytes: the rest is in flight and cannot be evicted", self.path)
             seq = self._counters["last_seq"] + d["last_seq"]
             rows = []
             for a in fit:
@@ -818,10 +811,44 @@ class Spool:
                 self._inbox_items += sum(len(a.rows) for a in unfit)
                 self._barriers += sum(not a.rows for a in unfit)
                 self._space_wait = True
-            elif work.acks:
+            elif work.acks or (was_full and self._disk_full_since is None):
                 self._space_wait = False
         if unfit and self._stopping:
             self._finish(unfit, SpoolClosed(f"{self.path}: closed while the append waited for room"))
+
+    def _make_room(
+        self, c: sqlite3.Cursor, d: collections.Counter, appends: list[_Append]
+    ) -> tuple[list[_Append], list[_Append]]:
+        """Split appends (in order) into those written now and those that wait (policy block), evicting
+        for them under drop_oldest. While the disk is full the file cannot grow, so new rows must fit
+        in the free pages that acks (block) or evictions (drop_oldest) leave behind."""
+        room = self.max_bytes - (self._counters["bytes"] + d["bytes"])
+        disk_room: int | None = None
+        if self._disk_full_since is not None and appends:
+            disk_room = (c.execute("PRAGMA freelist_count").fetchone()[0] - 1) * self._page_size
+        if self.policy == "block":
+            fit: list[_Append] = []
+            late: list[_Append] = []
+            for a in appends:
+                cost = int(a.size * _DISK_FULL_EVICT_FACTOR)
+                if late or a.size > room or (disk_room is not None and cost > disk_room):
+                    late.append(a)
+                    continue
+                fit.append(a)
+                room -= a.size
+                if disk_room is not None:
+                    disk_room -= cost
+            return fit, late
+        size = sum(a.size for a in appends)
+        need = size - room
+        if disk_room is not None:
+            need = max(need, int(size * _DISK_FULL_EVICT_FACTOR) - disk_room)
+        if need > 0:
+            self._evict(c, d, need)
+            if self._counters["bytes"] + d["bytes"] + size > self.max_bytes and not self._over_budget_logged:
+                self._over_budget_logged = True
+                log.warning("spool %s: over max_bytes: the rest is in flight and cannot be evicted", self.path)
+        return appends, []
 
     def _on_write_error(self, work: _Work, unfit: list[_Append], exc: sqlite3.Error) -> None:
         """Disk full: apply the policy (drop_oldest evicts and retries, block retries later). Anything
@@ -839,11 +866,15 @@ class Spool:
             self._finish(appends, closed if full else SpoolError(f"{self.path}: write failed: {exc}"))
             return
         with self._wlock:
+            released = self._reserve.release()
             self._checkpoint()
             freed = self._evict_for_disk(appends) if self.policy == "drop_oldest" else 0
+        freed = freed or released  # with the reserve given up, the same work may now fit: retry at once
         if self.policy == "drop_oldest" and not freed:
             self._finish(appends, SpoolFull(f"{self.path}: disk full and nothing left to evict ({exc})"))
             appends = []
+        if appends and not freed:
+            log.debug("spool: disk full, %d appends wait for room", len(appends))
         with self._cv:
             self._inbox.extendleft(reversed(appends))
             self._inbox_items += sum(len(a.rows) for a in appends)

@@ -100,10 +100,8 @@ class TcpProxy:
             for s in socks:
                 self._conns.discard(s)
         for s in socks:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def cut(self) -> None:
@@ -112,10 +110,8 @@ class TcpProxy:
             listener, self._listener = self._listener, None
             conns = list(self._conns)
         if listener is not None:
-            try:
+            with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() on Linux
-            except OSError:
-                pass
             listener.close()
         self._drop(*conns)
         if self._acceptor is not None:
@@ -187,7 +183,9 @@ def event_json(vehicle: str, seq: int, det_id: str, captured_at: float, pad: int
     return json.dumps(ev, separators=(",", ":")).encode()
 
 
-def make_items(n: int, vehicles: int = 3, *, now: float | None = None, item_cls: Callable[..., object] | None = None) -> tuple[list[object], EventSpec]:
+def make_items(
+    n: int, vehicles: int = 3, *, now: float | None = None, item_cls: Callable[..., object] | None = None
+) -> tuple[list[object], EventSpec]:
     """`n` SpoolItems round-robin over `vehicles` vehicles, and the spec of what was made."""
     if item_cls is None:
         from edge.spool import SpoolItem as item_cls  # noqa: N813
@@ -225,7 +223,9 @@ class Consumed:
         return self.count - len(self.ids)
 
 
-def consume_until(bootstrap: str, topic: str, expected_ids: Iterable[str], deadline_s: float, *, idle_after_s: float = 0.0) -> Consumed:
+def consume_until(
+    bootstrap: str, topic: str, expected_ids: Iterable[str], deadline_s: float, *, idle_after_s: float = 0.0
+) -> Consumed:
     """Read `topic` from the beginning until every expected id was seen (or the deadline), then
     keep reading `idle_after_s` more seconds to catch late duplicates."""
     expected = set(expected_ids)

@@ -229,7 +229,9 @@ def test_broker_size_error_on_batch_isolates_the_culprit():
     assert sorted(spool.acked) == [i for i in range(30) if i != 12], "all others delivered"
 
 
-@pytest.mark.parametrize("code", [KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_ENOUGH_REPLICAS])
+@pytest.mark.parametrize(
+    "code", [KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_ENOUGH_REPLICAS]
+)
 def test_topic_and_retriable_errors_hold_events(code):
     spool = FakeSpool(5)
     fail = [True]
