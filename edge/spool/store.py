@@ -37,6 +37,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
+from edge.spool.disk import DiskReserve, free_bytes, is_disk_full
 from edge.spool.records import (
     RecoveryReport,
     SpoolClosed,
@@ -47,49 +48,16 @@ from edge.spool.records import (
     SpoolStats,
     checksum,
 )
-from edge.spool.disk import DiskReserve, free_bytes, is_disk_full
 from edge.spool.salvage import salvage
 from edge.spool.schema import COLUMNS, COUNTERS, connect, open_checked, row_to_record
+from edge.spool.writer import DISK_RECHECK_S, RETRY_MIN_S, GroupCommit, PendingAppend, chunks, marks
 
 log = logging.getLogger(__name__)
 
 WhenFull = Literal["drop_oldest", "block"]
-_CHUNK = 500  # host parameters per IN (...) list
-_EVICT_LOG_EVERY_S = 10.0
-_RETRY_MIN_S, _RETRY_MAX_S = 0.05, 1.0  # disk-full retry backoff
-_DISK_RECHECK_S = 1.0  # disk full: how often to look whether there is room again
-_DISK_FULL_EVICT_FACTOR = 1.5  # disk full, drop_oldest: evict this much more than an append adds (row overhead)
 
 
-def _chunks(seq: Sequence[int], n: int = _CHUNK) -> Iterable[Sequence[int]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
-class _Append:
-    """One append call waiting for the writer thread; `rows` empty means a flush barrier."""
-
-    __slots__ = ("rows", "size", "future", "deadline")
-
-    def __init__(self, rows: list[tuple], size: int, deadline: float | None):
-        self.rows = rows
-        self.size = size
-        self.future: Future[None] = Future()
-        self.deadline = deadline
-
-
-class _Work:
-    __slots__ = ("appends", "acks", "attempts")
-
-    def __init__(self, appends: list[_Append], acks: list[int], attempts: dict[int, int]):
-        self.appends, self.acks, self.attempts = appends, acks, attempts
-
-
-class Spool:
+class Spool(GroupCommit):
     """SQLite-backed queue: append (durable, group-committed), lease/ack/release, dead letters, quarantine."""
 
     def __init__(
@@ -114,10 +82,8 @@ class Spool:
         self._wlock = threading.Lock()  # the writer connection and its transactions
         self._rlock = threading.Lock()  # the reader connection
         self._state = threading.Lock()  # leases, cursor, counters
-        self._counters = dict(writer.execute("SELECT name, value FROM meta").fetchall())
-        self._counters = {n.decode(): v for n, v in self._counters.items()}
-        for name in COUNTERS:
-            self._counters.setdefault(name, 0)
+        self._counters = {name: 0 for name in COUNTERS}
+        self._counters.update((n.decode(), v) for n, v in writer.execute("SELECT name, value FROM meta"))
         self._commits = 0
         self._page_size = writer.execute("PRAGMA page_size").fetchone()[0]
         # Lease state. Every pending seq <= _cursor is leased, being acked, being evicted or released.
@@ -128,7 +94,7 @@ class Spool:
         self._evicting: dict[int, int] = {}  # seq -> attempts, to restore if the eviction rolls back
         # Writer thread inbox.
         self._cv = threading.Condition(threading.RLock())  # re-entrant: future callbacks may append
-        self._inbox: collections.deque[_Append] = collections.deque()
+        self._inbox: collections.deque[PendingAppend] = collections.deque()
         self._inbox_items = 0
         self._barriers = 0
         self._acks: list[int] = []
@@ -136,7 +102,7 @@ class Spool:
         self._work_since: float | None = None
         self._space_wait = False  # head append does not fit (policy block): waits for acks
         self._retry_at: float | None = None  # disk full: next try
-        self._retry_s = _RETRY_MIN_S
+        self._retry_s = RETRY_MIN_S
         self._stopping = False
         self._closed = False
         self._close_lock = threading.Lock()
@@ -171,7 +137,9 @@ class Spool:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         if commit_interval_ms <= 0 or commit_batch < 1:
-            raise ValueError(f"commit_interval_ms must be > 0 and commit_batch >= 1, got {commit_interval_ms}, {commit_batch}")
+            raise ValueError(
+                f"commit_interval_ms must be > 0 and commit_batch >= 1, got {commit_interval_ms}, {commit_batch}"
+            )
         path = Path(path)
         try:
             writer, moved, reason = open_checked(path)
@@ -221,7 +189,7 @@ class Spool:
         if size > self.max_bytes:
             raise ValueError(f"append of {size} bytes can never fit in a spool of max_bytes={self.max_bytes}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        pending = _Append(rows, size, deadline)
+        pending = PendingAppend(rows, size, deadline)
         if not rows:
             pending.future.set_result(None)
             return pending.future
@@ -229,8 +197,9 @@ class Spool:
         return pending.future
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything appended, acked or released so far is committed; False on timeout."""
-        barrier = _Append([], 0, None)
+        """Wait until everything appended, acked or released so far is committed; False on timeout
+        (or when closed). Under policy block it also waits behind appends waiting for room."""
+        barrier = PendingAppend([], 0, None)
         try:
             self._submit(barrier)
             barrier.future.result(timeout)
@@ -240,7 +209,7 @@ class Spool:
             return False
         return True
 
-    def _submit(self, pending: _Append) -> None:
+    def _submit(self, pending: PendingAppend) -> None:
         with self._cv:
             if self._stopping:
                 raise SpoolClosed(f"{self.path}: spool is closed")
@@ -264,16 +233,13 @@ class Spool:
                 take = sorted(self._released)[:max_n]
                 tried = {s: self._released.pop(s) for s in take}
                 rows = []
-                for chunk in _chunks(take):
-                    rows += self._read(
-                        f"SELECT {COLUMNS} FROM pending WHERE seq IN ({_marks(len(chunk))}) ORDER BY seq", chunk, bad
-                    )
+                for chunk in chunks(take):
+                    sql = f"SELECT {COLUMNS} FROM pending WHERE seq IN ({marks(len(chunk))}) ORDER BY seq"
+                    rows += self._read(sql, chunk, bad, seqs=chunk)
                 self._accept([(*r[:7], max(r[7], tried[r[0]]), *r[8:]) for r in rows], out, bad)
             while len(out) < max_n:
-                rows = self._read(
-                    f"SELECT {COLUMNS} FROM pending WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (self._cursor, max_n - len(out)), bad, after=self._cursor,
-                )
+                sql = f"SELECT {COLUMNS} FROM pending WHERE seq > ? ORDER BY seq LIMIT ?"
+                rows = self._read(sql, (self._cursor, max_n - len(out)), bad, after=self._cursor)
                 if not rows:
                     break
                 self._cursor = max(self._cursor, rows[-1][0])
@@ -509,31 +475,39 @@ class Spool:
         """Write transactions committed since open (group commit makes this far smaller than appends)."""
         return self._commits
 
-    def _read(self, sql: str, params: Sequence[Any], bad: list[tuple[int, str]], after: int | None = None) -> list[tuple]:
-        """Run a read on the reader connection. When a damaged page makes the query fail and `after` is
-        given, fall back to reading pending rows after that seq one by one; unreadable ones go to `bad`."""
+    def _read(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        bad: list[tuple[int, str]],
+        *,
+        seqs: Sequence[int] | None = None,
+        after: int | None = None,
+    ) -> list[tuple]:
+        """Run a read on the reader connection. When a damaged page makes it fail, read the pending rows
+        `seqs` (or the next ones after seq `after`) one by one instead; unreadable ones go to `bad`."""
         with self._rlock:
             try:
                 return self._cr.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
-                if after is None:
-                    log.error("spool read failed (%s): %s", sql.split(" FROM ")[-1][:40], exc)
+                log.error("spool read failed (%s): %s", sql.split(" FROM ")[-1][:60], exc)
+                if seqs is None and after is None:
                     return []
-                log.error("spool read failed after seq %d (%s); reading row by row", after, exc)
+            if seqs is None:
                 try:
                     seqs = [s for (s,) in self._cr.execute(
                         "SELECT seq FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (after, params[-1])
                     ).fetchall()]
-                except sqlite3.DatabaseError as exc2:
-                    log.error("spool: pending table unreadable after seq %d: %s", after, exc2)
+                except sqlite3.DatabaseError as exc:
+                    log.error("spool: pending table unreadable after seq %s: %s", after, exc)
                     return []
-                rows = []
-                for seq in seqs:
-                    try:
-                        rows += self._cr.execute(f"SELECT {COLUMNS} FROM pending WHERE seq = ?", (seq,)).fetchall()
-                    except sqlite3.DatabaseError as exc3:
-                        bad.append((seq, f"unreadable: {exc3}"))
-                return rows
+            rows = []
+            for seq in seqs:
+                try:
+                    rows += self._cr.execute(f"SELECT {COLUMNS} FROM pending WHERE seq = ?", (seq,)).fetchall()
+                except sqlite3.DatabaseError as exc:
+                    bad.append((seq, f"unreadable: {exc}"))
+            return rows
 
     # -------------------------------------------------------------------------------------- writes
     def _write(self, body: Callable[[sqlite3.Cursor, collections.Counter], Any]) -> Any:
@@ -563,6 +537,7 @@ class Spool:
                 self._released.update((s, a) for s, a in self._evicting.items() if s <= self._cursor)
                 self._evicting.clear()
             self._evict_note = []
+            self._reload_counters()
             raise
         finally:
             c.close()
@@ -583,69 +558,14 @@ class Spool:
             self._log_evictions()
         return result
 
-    def _evict(self, c: sqlite3.Cursor, d: collections.Counter, need: int) -> int:
-        """Delete the oldest pending records nobody holds until `need` bytes are freed; returns bytes freed."""
-        chosen: list[int] = []
-        freed = 0
-        oldest: float | None = None
+    def _reload_counters(self) -> None:
+        """After a failed transaction: meta is the truth (a COMMIT that reported an I/O error may have landed)."""
+        try:
+            rows = self._cw.execute("SELECT name, value FROM meta").fetchall()
+        except sqlite3.Error:
+            return
         with self._state:
-            candidates = sorted(self._released)
-            for chunk in _chunks(candidates):
-                q = f"SELECT seq, size, enqueued_at FROM pending WHERE seq IN ({_marks(len(chunk))}) ORDER BY seq"
-                for seq, size, enq in c.execute(q, chunk).fetchall():
-                    if freed >= need:
-                        break
-                    chosen.append(seq)
-                    freed += size
-                    oldest = enq if oldest is None else min(oldest, enq)
-                if freed >= need:
-                    break
-            pos = self._cursor
-            while freed < need:
-                rows = c.execute(
-                    "SELECT seq, size, enqueued_at FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (pos, _CHUNK)
-                ).fetchall()
-                if not rows:
-                    break
-                for seq, size, enq in rows:
-                    pos = seq
-                    if seq in self._leased or seq in self._acking:
-                        continue
-                    chosen.append(seq)
-                    freed += size
-                    oldest = enq if oldest is None else min(oldest, enq)
-                    if freed >= need:
-                        break
-            for seq in chosen:
-                self._evicting[seq] = self._released.pop(seq, 0)
-        freed = 0
-        for chunk in _chunks(chosen):
-            sizes = c.execute(f"DELETE FROM pending WHERE seq IN ({_marks(len(chunk))}) RETURNING size", chunk).fetchall()
-            freed += sum(s for (s,) in sizes)
-            d["depth"] -= len(sizes)
-            d["evicted_total"] += len(sizes)
-        d["bytes"] -= freed
-        if chosen:
-            self._evict_note.append((len(chosen), freed, oldest if oldest is not None else time.time()))
-        return freed
-
-    def _log_evictions(self) -> None:
-        count, size, oldest, last = self._evict_log
-        for n, b, enq in self._evict_note:
-            count, size = count + n, size + b
-            oldest = enq if oldest is None else min(oldest, enq)
-        self._evict_note = []
-        now = time.monotonic()
-        if last == 0.0 or now - last >= _EVICT_LOG_EVERY_S:
-            log.warning(
-                "spool %s full (%s): evicted %d oldest records (%d bytes), the oldest enqueued %.1f s ago; "
-                "evicted_total=%d",
-                self.path, "disk full" if self._disk_full_since is not None else f"max_bytes={self.max_bytes}",
-                count, size, time.time() - oldest, self._counters["evicted_total"],
-            )
-            self._evict_log = [0, 0, None, now]
-        else:
-            self._evict_log = [count, size, oldest, last]
+            self._counters.update((n.decode(), v) for n, v in rows)
 
     def _error(self, what: str, exc: sqlite3.Error) -> Exception:
         if self._is_disk_full(exc):
@@ -659,7 +579,7 @@ class Spool:
     def _set_disk_full(self, exc: BaseException) -> None:
         if self._disk_full_since is None:
             self._disk_full_since = time.monotonic()
-            self._disk_check_at = self._disk_full_since + _DISK_RECHECK_S
+            self._disk_check_at = self._disk_full_since + DISK_RECHECK_S
             log.warning("spool %s: disk full (%s); policy %s applies until writes succeed", self.path, exc, self.policy)
 
     def _checkpoint(self) -> None:
@@ -677,237 +597,6 @@ class Spool:
     def _check_open(self) -> None:
         if self._closed:
             raise SpoolClosed(f"{self.path}: spool is closed")
-
-    # ------------------------------------------------------------------------------- writer thread
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                work = self._next_work()
-            if work is None:
-                return
-            try:
-                self._commit(work)
-            except Exception as exc:  # keep the writer alive whatever happens; callers get the error
-                log.exception("spool %s: writer failed on %d appends, %d acks", self.path, len(work.appends), len(work.acks))
-                self._finish(work.appends, SpoolError(f"{self.path}: write failed: {exc}"))
-
-    def _next_work(self) -> _Work | None:
-        """Wait (holding _cv) until there is something to commit; None when closed and drained."""
-        while True:
-            now = time.monotonic()
-            stalled = self._space_wait or self._retry_at is not None
-            if stalled:
-                self._expire(now)
-            if self._stopping:
-                if stalled and self._inbox:
-                    self._fail_inbox(SpoolClosed(f"{self.path}: closed while the append waited for room"))
-                if not self._inbox and not self._acks and not self._attempts:
-                    return None
-                return self._take()
-            if self._disk_full_since is not None and now >= self._disk_check_at:
-                self._disk_check_at = now + _DISK_RECHECK_S  # an empty commit re-checks for room
-                return self._take()
-            if self._retry_at is not None and now < self._retry_at:
-                self._cv.wait(self._wait_s(now, self._retry_at))
-                continue
-            self._retry_at = None
-            items = 0 if self._space_wait else self._inbox_items
-            barriers = 0 if self._space_wait else self._barriers
-            updates = len(self._acks) + len(self._attempts)
-            if not items and not updates and not barriers:
-                self._cv.wait(self._wait_s(now, None))
-                continue
-            due = self._work_since is not None and now - self._work_since >= self._interval
-            if items >= self._batch or updates >= self._batch or due or barriers or (self._space_wait and self._acks):
-                return self._take()
-            self._cv.wait(self._wait_s(now, (self._work_since or now) + self._interval))
-
-    def _wait_s(self, now: float, until: float | None) -> float | None:
-        ends = [a.deadline for a in self._inbox if a.deadline is not None] if (self._space_wait or self._retry_at) else []
-        if until is not None:
-            ends.append(until)
-        if self._disk_full_since is not None:
-            ends.append(self._disk_check_at)
-        return max(0.0, min(ends) - now) if ends else None
-
-    def _take(self) -> _Work:
-        appends: list[_Append] = []
-        n = 0
-        if not self._space_wait or self._stopping:
-            while self._inbox and (not appends or n + len(self._inbox[0].rows) <= self._batch):
-                a = self._inbox.popleft()
-                appends.append(a)
-                n += len(a.rows)
-                self._barriers -= not a.rows
-            self._inbox_items -= n
-        acks, self._acks = self._acks, []
-        attempts, self._attempts = self._attempts, {}
-        more = self._inbox or self._acks
-        self._work_since = time.monotonic() if more else None
-        return _Work(appends, acks, attempts)
-
-    def _expire(self, now: float) -> None:
-        expired = [a for a in self._inbox if a.deadline is not None and a.deadline <= now]
-        if not expired:
-            return
-        reason = "disk full" if self._disk_full_since is not None else f"spool full (max_bytes={self.max_bytes})"
-        keep = [a for a in self._inbox if not (a.deadline is not None and a.deadline <= now)]
-        self._inbox = collections.deque(keep)
-        for a in expired:
-            self._inbox_items -= len(a.rows)
-            a.future.set_exception(SpoolFull(f"{self.path}: {reason}: no room for {len(a.rows)} records within the timeout"))
-        if not self._inbox:
-            self._space_wait = False
-
-    def _fail_inbox(self, exc: Exception) -> None:
-        for a in self._inbox:
-            a.future.set_exception(exc)
-        self._inbox.clear()
-        self._inbox_items = self._barriers = 0
-
-    def _commit(self, work: _Work) -> None:
-        """One transaction: deletes for acks, attempt updates, then the appends that fit."""
-        unfit: list[_Append] = []
-        was_full = self._disk_full_since is not None
-
-        def body(c: sqlite3.Cursor, d: collections.Counter) -> None:
-            for chunk in _chunks(work.acks):
-                sizes = c.execute(f"DELETE FROM pending WHERE seq IN ({_marks(len(chunk))}) RETURNING size", chunk).fetchall()
-                d["depth"] -= len(sizes)
-                d["bytes"] -= sum(s for (s,) in sizes)
-                d["acked_total"] += len(sizes)
-            if work.attempts:
-                c.executemany("UPDATE pending SET attempts = ? WHERE seq = ?", [(a, s) for s, a in work.attempts.items()])
-            fit, late = self._make_room(c, d, work.appends)
-            unfit.extend(late)
-            work.appends = fit
-            seq = self._counters["last_seq"] + d["last_seq"]
-            rows = []
-            for a in fit:
-                for r in a.rows:
-                    seq += 1
-                    rows.append((seq, *r))
-            if rows:
-                c.executemany(f"INSERT INTO pending ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-                n, size = len(rows), sum(a.size for a in fit)
-                d["last_seq"] += n
-                d["depth"] += n
-                d["bytes"] += size
-                d["appended_total"] += n
-
-        try:
-            with self._wlock:
-                self._tx(body)
-        except sqlite3.Error as exc:
-            self._on_write_error(work, unfit, exc)
-            return
-        self._retry_s = _RETRY_MIN_S
-        with self._state:
-            self._acking.difference_update(work.acks)
-        self._finish(work.appends, None)
-        with self._cv:
-            if unfit and not self._stopping:
-                self._inbox.extendleft(reversed(unfit))
-                self._inbox_items += sum(len(a.rows) for a in unfit)
-                self._barriers += sum(not a.rows for a in unfit)
-                self._space_wait = True
-            elif work.acks or (was_full and self._disk_full_since is None):
-                self._space_wait = False
-        if unfit and self._stopping:
-            self._finish(unfit, SpoolClosed(f"{self.path}: closed while the append waited for room"))
-
-    def _make_room(
-        self, c: sqlite3.Cursor, d: collections.Counter, appends: list[_Append]
-    ) -> tuple[list[_Append], list[_Append]]:
-        """Split appends (in order) into those written now and those that wait (policy block), evicting
-        for them under drop_oldest. While the disk is full the file cannot grow, so new rows must fit
-        in the free pages that acks (block) or evictions (drop_oldest) leave behind."""
-        room = self.max_bytes - (self._counters["bytes"] + d["bytes"])
-        disk_room: int | None = None
-        if self._disk_full_since is not None and appends:
-            disk_room = (c.execute("PRAGMA freelist_count").fetchone()[0] - 1) * self._page_size
-        if self.policy == "block":
-            fit: list[_Append] = []
-            late: list[_Append] = []
-            for a in appends:
-                cost = int(a.size * _DISK_FULL_EVICT_FACTOR)
-                if late or a.size > room or (disk_room is not None and cost > disk_room):
-                    late.append(a)
-                    continue
-                fit.append(a)
-                room -= a.size
-                if disk_room is not None:
-                    disk_room -= cost
-            return fit, late
-        size = sum(a.size for a in appends)
-        need = size - room
-        if disk_room is not None:
-            need = max(need, int(size * _DISK_FULL_EVICT_FACTOR) - disk_room)
-        if need > 0:
-            self._evict(c, d, need)
-            if self._counters["bytes"] + d["bytes"] + size > self.max_bytes and not self._over_budget_logged:
-                self._over_budget_logged = True
-                log.warning("spool %s: over max_bytes: the rest is in flight and cannot be evicted", self.path)
-        return appends, []
-
-    def _on_write_error(self, work: _Work, unfit: list[_Append], exc: sqlite3.Error) -> None:
-        """Disk full: apply the policy (drop_oldest evicts and retries, block retries later). Anything
-        else, or disk full while closing: fail the appends and forget the acks (redelivered later)."""
-        appends = work.appends + unfit
-        full = self._is_disk_full(exc)
-        if full:
-            self._set_disk_full(exc)
-        if not full or self._stopping:
-            log.error("spool %s: write failed (%d appends failed, %d acks dropped: they will be redelivered): %s",
-                      self.path, len(appends), len(work.acks), exc)
-            with self._state:
-                self._acking.difference_update(work.acks)
-            closed = SpoolClosed(f"{self.path}: closed while the disk was full ({exc})")
-            self._finish(appends, closed if full else SpoolError(f"{self.path}: write failed: {exc}"))
-            return
-        with self._wlock:
-            released = self._reserve.release()
-            self._checkpoint()
-            freed = self._evict_for_disk(appends) if self.policy == "drop_oldest" else 0
-        freed = freed or released  # with the reserve given up, the same work may now fit: retry at once
-        if self.policy == "drop_oldest" and not freed:
-            self._finish(appends, SpoolFull(f"{self.path}: disk full and nothing left to evict ({exc})"))
-            appends = []
-        if appends and not freed:
-            log.debug("spool: disk full, %d appends wait for room", len(appends))
-        with self._cv:
-            self._inbox.extendleft(reversed(appends))
-            self._inbox_items += sum(len(a.rows) for a in appends)
-            self._barriers += sum(not a.rows for a in appends)
-            self._acks[:0] = work.acks
-            for s, a in work.attempts.items():
-                self._attempts.setdefault(s, a)
-            if self._work_since is None:
-                self._work_since = time.monotonic()
-            if not freed:
-                self._retry_at = time.monotonic() + self._retry_s
-                self._retry_s = min(_RETRY_MAX_S, self._retry_s * 2)
-
-    def _evict_for_disk(self, appends: list[_Append]) -> int:
-        """Disk full under drop_oldest: evict a growing amount of the oldest records. Caller holds _wlock."""
-        want = sum(a.size for a in appends) * 2
-        self._disk_evict_bytes = max(64 << 10, want, self._disk_evict_bytes * 2)
-        try:
-            freed = self._tx(lambda c, d: self._evict(c, d, self._disk_evict_bytes), clears_full=False)
-        except sqlite3.Error as exc:
-            log.debug("spool: eviction for disk space failed: %s", exc)
-            return 0
-        self._checkpoint()
-        return freed
-
-    def _finish(self, appends: list[_Append], exc: Exception | None) -> None:
-        for a in appends:
-            if a.future.done():
-                continue
-            if exc is None:
-                a.future.set_result(None)
-            else:
-                a.future.set_exception(exc)
 
     # ------------------------------------------------------------------------------------- closing
     def close(self) -> None:

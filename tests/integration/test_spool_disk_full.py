@@ -38,7 +38,8 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 def batch(i: int, n: int = 10) -> list[SpoolItem]:
     pad = b"z" * 250
-    return [SpoolItem("vehicle-001", b'{"i":%d,"pad":"%s"}' % (k, pad), f"det-{k}", time.time()) for k in range(i, i + n)]
+    now = time.time()
+    return [SpoolItem("vehicle-001", b'{"i":%d,"pad":"%s"}' % (k, pad), f"det-{k}", now) for k in range(i, i + n)]
 
 
 def fill_until_disk_full(spool: Spool, limit: int = 40_000, *, timeout: float | None = None) -> tuple[int, int]:

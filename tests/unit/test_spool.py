@@ -58,7 +58,7 @@ def test_round_trip(spool: Spool) -> None:
     records = spool.lease(10)
     # then every field comes back as appended, with an increasing seq and one attempt
     assert [r.detection_id for r in records] == ["det-0", "det-1", "det-2"], f"leased {records}"
-    for item, rec in zip(items, records):
+    for item, rec in zip(items, records, strict=True):
         assert (rec.key, rec.value, rec.captured_at, rec.schema_version) == (
             item.key, item.value, item.captured_at, item.schema_version,
         ), f"record {rec} differs from item {item}"
@@ -186,7 +186,7 @@ def test_drop_oldest_evicts_and_counts(spool_path: Path, caplog: pytest.LogCaptu
             spool.append([item])
         leased = spool.lease(2)
         # when five more arrive into a full spool
-        with caplog.at_level(logging.WARNING, logger="edge.spool.store"):
+        with caplog.at_level(logging.WARNING, logger="edge.spool"):
             for item in items[10:]:
                 spool.append([item])
         # then the five oldest records not in flight were evicted, counted and logged
