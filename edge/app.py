@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -144,8 +143,3 @@ def run_replay(
         if close is not None:
             close()
     return ReplayResult(stats, source.stats, session_id, source.name)
-
-
-def default_state_dir() -> str:
-    """State directory for interactive runs: $EDGE_STATE_DIR, else under the user's cache."""
-    return os.environ.get("EDGE_STATE_DIR") or str(Path.home() / ".cache" / "edge-detector")

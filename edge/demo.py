@@ -18,18 +18,18 @@ from edge.config import Config
 log = logging.getLogger(__name__)
 
 
-def consume_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]:
-    """Every event on the topic, one per detection id: partitions assigned directly (no consumer-group join,
-    which is slow on small brokers) and read to their current end."""
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]:
+    """Every message on the topic as parsed JSON, duplicates included: partitions assigned directly (no
+    consumer-group join, which is slow on small brokers) and read to their current end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
-        "group.id": f"edge-demo-{uuid.uuid4().hex[:8]}",
+        "group.id": f"edge-reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
     })
-    seen: dict[str, dict] = {}
+    out: list[dict] = []
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
@@ -47,10 +47,18 @@ def consume_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]
                 continue
             event = json.loads(msg.value())
             event["_partition"], event["_offset"] = msg.partition(), msg.offset()
-            seen.setdefault(event["detection_id"], event)
+            out.append(event)
     finally:
         consumer.close()
-    return sorted(seen.values(), key=lambda e: (e["frame_number"], e["detection_id"]))
+    return out
+
+
+def consume_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]:
+    """The events on the topic, one per detection id, in frame order."""
+    unique: dict[str, dict] = {}
+    for event in read_topic(bootstrap, topic, timeout):
+        unique.setdefault(event["detection_id"], event)
+    return sorted(unique.values(), key=lambda e: (e["frame_number"], e["detection_id"]))
 
 
 def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: int = 50) -> int:  # noqa: ANN001

@@ -46,7 +46,10 @@ def letterbox(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None =
     return padded, Letterbox(h0, w0, gain, pad_x, pad_y)
 
 
-def to_tensor(padded: np.ndarray, dtype: np.dtype = np.dtype(np.float32)) -> np.ndarray:
+FLOAT32 = np.dtype(np.float32)
+
+
+def to_tensor(padded: np.ndarray, dtype: np.dtype = FLOAT32) -> np.ndarray:
     """BGR HWC uint8 → RGB NCHW in [0, 1]."""
     blob = cv2.dnn.blobFromImage(padded, scalefactor=1 / 255.0, swapRB=True, crop=False, ddepth=cv2.CV_32F)
     return blob if dtype == np.float32 else blob.astype(dtype)

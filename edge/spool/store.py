@@ -19,10 +19,15 @@
 #  6. Integrity. Every row carries schema_version and a CRC32 that every read checks. The file
 #     carries its format in PRAGMA user_version: a newer one is refused with SpoolError, a corrupt
 #     file is moved aside (kept, never deleted) and salvaged row by row into a fresh spool.
-#  7. Threads. One writer thread owns appends, acks and releases (group commit) on the writer
-#     connection; dead_letter/requeue_dead/purge_dead/quarantine use that connection under its lock.
-#     Readers (lease, peek, stats) use a second connection: WAL lets them read while the writer commits.
-#     Lock order: _wlock, then _state, then _rlock; _cv is never held while taking another lock.
+#  7. Disk full (SQLITE_FULL / ENOSPC) is "full", never a crash: the reserve file (disk.py) is given up
+#     so SQLite can checkpoint and delete, then drop_oldest evicts and retries, block waits and retries;
+#     while the disk stays full new rows only reuse pages that evictions or acks freed. stats().disk_full
+#     is set from the first failure until the reserve can be made again; each edge is logged once.
+#  8. Threads. One writer thread (writer.py) owns appends, acks and releases (group commit) on the
+#     writer connection; dead_letter/requeue_dead/purge_dead/quarantine use that connection under its
+#     lock. Readers (lease, peek, stats) use a second connection: WAL lets them read while the writer
+#     commits. Lock order: _wlock, then _state, then _rlock; _cv is never held while taking another
+#     (except by future callbacks run on the writer thread).
 
 from __future__ import annotations
 

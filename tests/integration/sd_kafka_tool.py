@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from edge.demo import read_topic
 
 
 def create(bootstrap: str, topic: str) -> None:
@@ -27,25 +27,7 @@ def create(bootstrap: str, topic: str) -> None:
 
 
 def ids(bootstrap: str, topic: str, seconds: float) -> None:
-    """Every detection id on the topic: partitions assigned directly (no group join), read to their end."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sd-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    seen: list[str] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and len(at_end) < len(partitions):
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                at_end.add(msg.partition())
-            continue
-        seen.append(json.loads(msg.value())["detection_id"])
-    consumer.close()
-    print(json.dumps(seen))
+    print(json.dumps([event["detection_id"] for event in read_topic(bootstrap, topic, seconds)]))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -277,3 +277,30 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def namespace_fixture():  # noqa: ANN201 - a pytest fixture function
+    """A module-scoped `sd` fixture: one booted namespace per test module, torn down even on failure, and a
+    check that the host's /tmp survived (the recipe's one danger)."""
+    import tempfile
+
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def sd() -> Iterator[SystemdNamespace]:
+        marker = Path(tempfile.mkstemp(prefix="edge-systemd-host-marker-", dir="/tmp")[1])
+        workdir = work_dir()
+        try:
+            with SystemdNamespace(workdir) as namespace:
+                yield namespace
+        except SystemdUnavailable as exc:
+            pytest.skip(f"no namespaced systemd: {exc}")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir.parent.exists() and not any(workdir.parent.iterdir()):
+                workdir.parent.rmdir()
+            intact = marker.exists()
+            marker.unlink(missing_ok=True)
+            assert intact, "the host's /tmp must survive booting systemd in the namespace"
+
+    return sd

@@ -3,42 +3,25 @@ end the topic holds every event (none lost) and deduplication by detection_id le
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from edge.demo import read_topic
 
 CHILD = Path(__file__).resolve().parent / "crash_child.py"
 N = 6000
 KILLS = 20
 
 
-def _ids_on_topic(bootstrap: str, topic: str, timeout: float = 60) -> list[str]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"crash-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    ids, at_end = [], set()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(at_end) < len(partitions):
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                at_end.add(msg.partition())
-            continue
-        ids.append(json.loads(msg.value())["detection_id"])
-    consumer.close()
-    return ids
+def _ids_on_topic(bootstrap: str, topic: str) -> list[str]:
+    return [event["detection_id"] for event in read_topic(bootstrap, topic, timeout=60)]
 
 
 @pytest.mark.slow

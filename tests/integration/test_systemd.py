@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from systemd_harness import SystemdNamespace, SystemdUnavailable, poll, work_dir
+from systemd_harness import SystemdNamespace, namespace_fixture, poll
 
 from edge.status import format_status, read_status
 
@@ -30,22 +28,7 @@ WARMUP_S = 1.5
 WATCHDOG_S = 3
 
 
-@pytest.fixture(scope="module")
-def sd() -> Iterator[SystemdNamespace]:
-    marker = Path(tempfile.mkstemp(prefix="edge-systemd-host-marker-", dir="/tmp")[1])
-    workdir = work_dir()
-    try:
-        with SystemdNamespace(workdir) as namespace:
-            yield namespace
-    except SystemdUnavailable as exc:
-        pytest.skip(f"no namespaced systemd: {exc}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if not any(workdir.parent.iterdir()):
-            workdir.parent.rmdir()
-        host_tmp_intact = marker.exists()
-        marker.unlink(missing_ok=True)
-        assert host_tmp_intact, "the host's /tmp must survive booting systemd in the namespace"
+sd = namespace_fixture()
 
 
 @dataclass

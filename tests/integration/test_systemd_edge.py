@@ -8,14 +8,12 @@ import json
 import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from systemd_harness import SystemdNamespace, SystemdUnavailable, poll, work_dir
+from systemd_harness import SystemdNamespace, namespace_fixture, poll, work_dir
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_FILE = REPO / "systemd" / "edge-detector.service"
@@ -24,30 +22,13 @@ SITE = f"{REPO}/.venv/lib/python{sys.version_info.major}.{sys.version_info.minor
 CAM_PORT, KAFKA_PORT = 18080, 19092
 BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
 TOPIC = "events.detections"
+sd = namespace_fixture()
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path("/usr/bin/python3").exists() or not shutil.which("ffmpeg"),
                        reason="needs /usr/bin/python3 (the unit cannot see /root's interpreter) and ffmpeg"),
 ]
-
-
-@pytest.fixture(scope="module")
-def sd() -> Iterator[SystemdNamespace]:
-    marker = Path(tempfile.mkstemp(prefix="edge-systemd-host-marker-", dir="/tmp")[1])
-    workdir = work_dir()
-    try:
-        with SystemdNamespace(workdir) as namespace:
-            yield namespace
-    except SystemdUnavailable as exc:
-        pytest.skip(f"no namespaced systemd: {exc}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if workdir.parent.exists() and not any(workdir.parent.iterdir()):
-            workdir.parent.rmdir()
-        intact = marker.exists()
-        marker.unlink(missing_ok=True)
-        assert intact, "the host's /tmp must survive booting systemd in the namespace"
 
 
 def _python(*args: str) -> list[str]:
