@@ -1,0 +1,67 @@
+"""SIGHUP reload: what can change safely is applied, what needs a restart is named, a bad file is rejected."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edge.config import load_config
+from edge.daemon import Daemon
+
+
+class FakeDetector:
+    def __init__(self):
+        self.applied = None
+
+    def set_thresholds(self, conf, iou, classes):
+        if classes and classes != ["stop sign"]:
+            raise ValueError(f"{classes} not among the model's classes")
+        self.applied = (conf, iou, classes)
+
+
+class FakeSource:
+    def __init__(self):
+        self.fps = None
+
+    def set_fps(self, fps):
+        self.fps = fps
+
+
+def _daemon(tmp_path: Path, text: str) -> tuple[Daemon, Path]:
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    return Daemon(load_config(path, env={}), path), path
+
+
+def test_reload_applies_thresholds_and_names_what_needs_a_restart(tmp_path, caplog):
+    daemon, path = _daemon(tmp_path, "[detector]\nconfidence = 0.25\n")
+    path.write_text('[detector]\nconfidence = 0.5\nclasses = ["stop sign"]\n[source]\ninference_fps = 2\n'
+                    '[kafka]\ntopic = "other"\n[log]\nlevel = "DEBUG"\n')
+    detector, source = FakeDetector(), FakeSource()
+    caplog.set_level(logging.INFO, logger="edge.daemon")
+    daemon._apply_reload(detector, source)
+    assert detector.applied == (0.5, 0.7, ["stop sign"]), f"thresholds and class filter applied: {detector.applied}"
+    assert source.fps == 2, "the sampling rate is applied"
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("reloaded"))
+    assert "confidence" in line and "classes" in line and "inference_fps" in line, f"says what changed: {line}"
+    assert "needs a restart to apply: kafka" in line, f"says kafka needs a restart: {line}"
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def test_reload_of_a_broken_file_keeps_the_running_configuration(tmp_path, caplog):
+    daemon, path = _daemon(tmp_path, "")
+    path.write_text("[detector]\nconfidence = 9\n")
+    detector = FakeDetector()
+    caplog.set_level(logging.ERROR, logger="edge.daemon")
+    daemon._apply_reload(detector, FakeSource())
+    assert detector.applied is None, "nothing applied from an invalid file"
+    assert any("detector.confidence" in r.getMessage() for r in caplog.records), "the bad key is named"
+
+
+def test_reload_with_an_unknown_class_is_rejected(tmp_path, caplog):
+    daemon, path = _daemon(tmp_path, "")
+    path.write_text('[detector]\nclasses = ["unicorn"]\n')
+    detector = FakeDetector()
+    caplog.set_level(logging.ERROR, logger="edge.daemon")
+    daemon._apply_reload(detector, FakeSource())
+    assert detector.applied is None and any("unicorn" in r.getMessage() for r in caplog.records), "rejected, named"
