@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -197,11 +198,11 @@ class LocalBroker:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # Tansu shuts down on SIGINT (Ctrl-C) but ignores SIGTERM
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            log.warning("Tansu (pid %d) ignored SIGTERM for %.0f s, killing it", proc.pid, timeout_s)
+            log.warning("Tansu (pid %d) did not stop on SIGINT within %.0f s, killing it", proc.pid, timeout_s)
             proc.kill()
             proc.wait(timeout_s)
 

@@ -156,3 +156,12 @@ def test_every_command_has_help():
                 ["status"], ["queue", "stats"], ["gps", "watch"], ["gps", "inspect"], ["ingest-csv"]):
         proc = edge(*cmd, "--help", timeout=60)
         assert proc.returncode == 0 and "usage: edge" in proc.stdout, f"{cmd} --help: {proc.stderr[-300:]}"
+
+
+@pytest.mark.slow
+def test_demo_main_job_delivers_every_event_to_a_local_broker(data_dir, yolov8n):
+    proc = edge("demo", "--model", str(yolov8n), str(data_dir / "video" / "stop_sign_approach.mp4"), timeout=300)
+    assert proc.returncode == 0, f"the README's main job should succeed: {proc.stdout[-1500:]} {proc.stderr[-1500:]}"
+    assert "started a local Kafka-protocol broker" in proc.stdout, "no broker configured → a local Tansu"
+    assert "all events delivered" in proc.stdout, f"every event reaches the topic: {proc.stdout[-800:]}"
+    assert "events produced 35; on the topic 35 unique detection ids" in proc.stdout, proc.stdout[-800:]
