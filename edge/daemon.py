@@ -204,8 +204,16 @@ class Daemon:
             "spool_bytes": sp.bytes,
             "spool_oldest_age_s": sp.oldest_age_s,
             "dead_letters": sp.dead,
-            "broker": m.get("broker_state", "none" if delivery.flusher is None else "unknown"),
+            "broker": "none" if delivery.flusher is None else ("connected" if delivery.flusher.connected else "unreachable"),
             "acked": m.get("acked", 0),
+            "sent": m.get("sent", 0),
+            "failed": m.get("failed", 0),
+            "pending": m.get("pending", 0),
+            "dead_lettered": m.get("dead_lettered", 0),
+            "evicted": sp.evicted_total,
+            "drain_rate_per_s": m.get("drain_rate_per_s"),
+            "latency_p50_ms": m.get("latency_p50_ms"),
+            "latency_p99_ms": m.get("latency_p99_ms"),
             "gps": None if fix is None else {"status": fix.status, "lat": fix.lat, "lon": fix.lon, "source": fix.source},
         }
 

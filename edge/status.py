@@ -150,7 +150,11 @@ def format_status(d: Mapping[str, object], now: float | None = None) -> str:
         f"detections:  {_num(d.get('detections'))}",
         f"spool:       {_num(d.get('spool_depth'))} waiting, oldest {_num(d.get('spool_oldest_age_s'), '{:.0f} s')}"
         + (f", {d['dead_letters']} dead letters" if d.get("dead_letters") else ""),
-        f"broker:      {d.get('broker', 'n/a')}" + (f", {d['acked']} acked" if d.get("acked") is not None else ""),
+        f"broker:      {d.get('broker', 'n/a')}" + (f", {d['acked']} acked" if d.get("acked") is not None else "")
+        + (f", {d['pending']} in flight, {d.get('failed', 0)} failed, {d.get('dead_lettered', 0)} dead-lettered"
+           if d.get("pending") is not None else "")
+        + (f", latency p50 {d['latency_p50_ms']:.0f} ms p99 {d['latency_p99_ms']:.0f} ms"
+           if isinstance(d.get("latency_p50_ms"), (int, float)) and isinstance(d.get("latency_p99_ms"), (int, float)) else ""),
         f"gps:         {fix}",
     ]
     warnings = []
@@ -244,6 +248,14 @@ def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> di
         "edge_spool_oldest_age_seconds": m("spool_oldest_age_s", "Age of the oldest undelivered event"),
         "edge_dead_letters": m("dead_letters", "Events the broker rejected for good"),
         "edge_acked_total": m("acked", "Events acknowledged by the broker", "counter"),
+        "edge_sent_total": m("sent", "Events handed to the Kafka producer", "counter"),
+        "edge_failed_total": m("failed", "Deliveries that failed and were retried", "counter"),
+        "edge_in_flight": m("pending", "Events sent, not yet acknowledged"),
+        "edge_dead_lettered_total": m("dead_lettered", "Events moved to the dead-letter table", "counter"),
+        "edge_evicted_total": m("evicted", "Events evicted from a full spool (drop_oldest)", "counter"),
+        "edge_drain_rate": m("drain_rate_per_s", "Events acknowledged per second, recent window"),
+        "edge_delivery_latency_p50_ms": m("latency_p50_ms", "Capture to acknowledgement, median"),
+        "edge_delivery_latency_p99_ms": m("latency_p99_ms", "Capture to acknowledgement, 99th percentile"),
         "edge_broker_up": None if broker is None else Metric(
             str(broker).lower() in _BROKER_UP, "1 when the Kafka broker is reachable",
             labels={"state": str(broker)}),
