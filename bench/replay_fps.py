@@ -62,11 +62,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (both sides)")
     ap.add_argument("--fps", type=float, default=5.0, help="replay sampling rate")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--queue", type=int, default=8, help="frames queued between capture and inference")
     args = ap.parse_args()
 
     cfg = load_config(None, env={}, overrides={
         "detector.model": args.model, "detector.providers": ["cpu"], "detector.intra_op_threads": args.threads,
         "source.uri": args.video, "source.inference_fps": args.fps, "vehicle.session_id": "bench",
+        "source.queue_size": args.queue,
     })
     detector = Detector(cfg.detector, all_classes=True)
     detector.warmup(3)

@@ -129,14 +129,15 @@ class Daemon:
             in_outage = getattr(source.stats, "in_outage", False)
             return in_outage or frames_hb.alive(PROGRESS_GRACE_S)
 
+        last_loops = [-1]
+
         def flusher_alive() -> bool:
             if delivery.flusher is None:
                 return True
-            ticks = getattr(delivery.flusher, "loops", None)
-            if ticks is not None and ticks != getattr(flusher_alive, "last", None):
-                flusher_alive.last = ticks  # type: ignore[attr-defined]
+            if delivery.flusher.loops != last_loops[0]:
+                last_loops[0] = delivery.flusher.loops
                 flusher_hb.beat()
-            return ticks is None or flusher_hb.alive(PROGRESS_GRACE_S)
+            return flusher_hb.alive(PROGRESS_GRACE_S)
 
         interval = watchdog_interval()
         watchdog = ProgressWatchdog(notifier, interval, [pipeline_progressing, flusher_alive]) if interval else None

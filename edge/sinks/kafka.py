@@ -179,6 +179,7 @@ class KafkaFlusher:
         self.cfg = cfg
         self.spool = spool
         self.metrics = metrics if metrics is not None else Metrics()
+        self.loops = 0  # run/wait iterations: the service watchdog checks that this keeps moving
         self._factory = producer_factory
         self._conf = producer_config(cfg) if cfg.bootstrap_servers else None
         self._producer: Any = None
@@ -214,6 +215,7 @@ class KafkaFlusher:
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set; errors are logged and backed off, never raised."""
         while not stop.is_set() and not self._finished:
+            self.loops += 1
             try:
                 result = self.step()
             except Exception:  # stage boundary: a spool or client error must not kill the thread
@@ -499,6 +501,7 @@ class KafkaFlusher:
         deadline = time.monotonic() + seconds
         self._progress = False
         while True:
+            self.loops += 1  # a heartbeat for the service watchdog: backing off is alive, not hung
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (stop is not None and stop.is_set()):
                 return
