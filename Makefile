@@ -13,6 +13,7 @@ test: $(VENV)/.ready
 	EDGE_TEST_DATA="$(EDGE_DATA)" $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.ready
+	$(VENV)/bin/python -m pip install -q -e ".[bench]"
 	$(VENV)/bin/python bench/replay_fps.py
 	$(VENV)/bin/python bench/spool_bench.py
 	$(VENV)/bin/python bench/drain_bench.py

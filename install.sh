@@ -67,7 +67,7 @@ apt_install() {
 
 pick_python() {
   for py in python3.13 python3.12 python3.11 python3; do
-    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then echo "$py"; return; fi
+    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo "$py"; return; fi
   done
   die "Python 3.11 or newer is required"
 }
@@ -88,7 +88,7 @@ make_venv() {  # $1 = venv dir, $2 = pip spec of the project
   fi
 }
 
-DEV_APT=(pkg-config libsystemd-dev gcc python3-dev ffmpeg gpsd gpsd-clients kcat)
+DEV_APT=(pkg-config libsystemd-dev gcc python3-dev ffmpeg gpsd gpsd-clients)
 RUN_APT=(pkg-config libsystemd-dev gcc python3-dev gpsd)
 
 if [[ $MODE == dev ]]; then
