@@ -85,7 +85,12 @@ class Daemon:
             restart_needed.append("detector (model, providers, threads)")
         log.info("reloaded %s: changed %s; needs a restart to apply: %s", self.config_path or "<defaults>",
                  ", ".join(changed) or "nothing", ", ".join(restart_needed) or "nothing")
-        self.cfg = self.cfg.model_copy(update={"log": new.log})
+        self.cfg = self.cfg.model_copy(update={  # what was applied is now the running configuration
+            "log": new.log,
+            "detector": self.cfg.detector.model_copy(
+                update={"confidence": new.detector.confidence, "iou": new.detector.iou, "classes": new.detector.classes}),
+            "source": self.cfg.source.model_copy(update={"inference_fps": new.source.inference_fps}),
+        })
 
     # -- main ----------------------------------------------------------------------------------
 

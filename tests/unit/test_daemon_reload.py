@@ -45,6 +45,10 @@ def test_reload_applies_thresholds_and_names_what_needs_a_restart(tmp_path, capl
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("reloaded"))
     assert "confidence" in line and "classes" in line and "inference_fps" in line, f"says what changed: {line}"
     assert "needs a restart to apply: kafka" in line, f"says kafka needs a restart: {line}"
+    caplog.clear()
+    daemon._apply_reload(detector, source)
+    again = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("reloaded"))
+    assert "changed nothing" in again, f"a second reload of the same file changes nothing: {again}"
     logging.getLogger().setLevel(logging.WARNING)
 
 
