@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -137,9 +136,8 @@ def _rss_run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
 
 
 def bench_e2e(path: Path, rows: int, workdir: Path) -> None:
-    from confluent_kafka import Consumer
-
     from edge.sinks.local_broker import LocalBroker
+    from edge.sinks.topic import read_topic
 
     print(f"\n== end to end: {rows:,} rows → spool → flusher → local Tansu broker, all acknowledged")
     with LocalBroker(workdir / "broker") as broker:
@@ -152,15 +150,7 @@ def bench_e2e(path: Path, rows: int, workdir: Path) -> None:
         print(f"  command: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap} KAFKA_TOPIC={topic} {' '.join(cmd[1:])}")
         print("  " + "\n  ".join(line for line in err.splitlines() if "sent" in line or "latency" in line or "time" in line))
         print(f"  wall {wall:.2f} s (process start to exit, all acked): {rows / wall:,.0f} rows/s; peak RSS {peak / 1024:.0f} MB")
-        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bench", "auto.offset.reset": "earliest"})
-        consumer.subscribe([topic])
-        ids: set[str] = set()
-        deadline = time.monotonic() + 60
-        while len(ids) < rows and time.monotonic() < deadline:
-            for msg in consumer.consume(10000, timeout=1.0):
-                if msg.error() is None:
-                    ids.add(json.loads(msg.value())["detection_id"])
-        consumer.close()
+        ids = {event["detection_id"] for event in read_topic(broker.bootstrap, topic, timeout=60)}
         print(f"  unique detection ids on the topic: {len(ids):,} of {rows:,}")
 
 

@@ -27,12 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 
 from edge.config import KafkaConfig  # noqa: E402
 from edge.metrics import Metrics  # noqa: E402
 from edge.sinks.kafka import KafkaFlusher, producer_config  # noqa: E402
 from edge.sinks.local_broker import LocalBroker  # noqa: E402
+from edge.sinks.topic import read_topic  # noqa: E402
 from edge.spool import Spool, SpoolItem  # noqa: E402
 from edge.types import DetectionEvent  # noqa: E402
 
@@ -121,18 +122,8 @@ def run_bare(cfg: KafkaConfig, items: list[SpoolItem], warm: bool) -> tuple[floa
     return elapsed, cpu
 
 
-def count_unique(bootstrap: str, topic: str, n: int) -> int:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", "enable.auto.commit": False})
-    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    ids: set[bytes] = set()
-    deadline = time.monotonic() + 60
-    while len(ids) < n and time.monotonic() < deadline:
-        for m in c.consume(10_000, timeout=0.5):
-            if not m.error():
-                ids.add(dict(m.headers())["detection_id"])
-    c.close()
-    return len(ids)
+def count_unique(bootstrap: str, topic: str) -> int:
+    return len({event["detection_id"] for event in read_topic(bootstrap, topic, timeout=60)})
 
 
 def main() -> int:
@@ -177,7 +168,7 @@ def main() -> int:
                         key = (mode, warmth)
                         if key not in best or count / t > best[key][0]:
                             best[key] = (count / t, cpu / count * 1e6)
-            unique = count_unique(broker.bootstrap, last_topic, n)
+            unique = count_unique(broker.bootstrap, last_topic)
     print(f"\n   best of {args.repeat}                 cold (new producer)        warm (producer started)")
     for mode in ("flusher", "bare"):
         (c, cc), (w, wc) = best[(mode, "cold")], best[(mode, "warm")]

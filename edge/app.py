@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import logging
 import threading
@@ -16,18 +15,9 @@ from edge.detect import Detector
 from edge.events import derived_session_id, new_session_id
 from edge.mediatime import container_creation_time
 from edge.pipeline import EventSink, GpsLookup, Pipeline, PipelineStats
-from edge.types import Frame
+from edge.types import Frame, parse_iso_time
 
 log = logging.getLogger(__name__)
-
-
-def parse_time(value: str) -> float:
-    """ISO 8601 → epoch seconds; a time without zone is UTC."""
-    text = value.strip().replace("Z", "+00:00")
-    parsed = dt.datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.timestamp()
 
 
 def session_for(cfg: Config, uri: str, start_time: float | None) -> str:
@@ -53,6 +43,10 @@ class LimitedSource:
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         return itertools.islice(self._source.frames(stop), self._limit)
 
+    def expected_frames(self) -> int:
+        total = self._source.expected_frames()
+        return self._limit if total is None else min(total, self._limit)
+
     def __getattr__(self, name: str):  # noqa: ANN204 - delegate name, live, stats, close, ...
         return getattr(self._source, name)
 
@@ -77,7 +71,7 @@ def recording_start(cfg: Config, uri: str, explicit: float | None) -> float | No
     if explicit is not None:
         return explicit
     if cfg.source.start_time:
-        return parse_time(cfg.source.start_time)
+        return parse_iso_time(cfg.source.start_time)
     if Path(uri).is_file():
         return container_creation_time(uri)
     return None
@@ -129,6 +123,7 @@ def run_replay(
         session_id=session_id,
         gps=gps,
     )
+    pipeline.stats.expected_frames = source.expected_frames()
     log.info(
         "replay %s: session %s, model %s on %s, %.1f fps, classes %s, gps %s",
         source.name, session_id, detector.model_name, detector.provider, cfg.source.inference_fps,

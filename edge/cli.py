@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge import __version__
-from edge.config import Config, ConfigError, find_config_file, load_config
+from edge.config import ConfigError, find_config_file, load_config, load_for_command
 from edge.logs import setup_logging
+from edge.types import parse_iso_time
 
 log = logging.getLogger("edge.cli")
 
@@ -24,8 +25,8 @@ OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED = 0, 1, 2, 3, 130
 class _Progress:
     """One self-rewriting line on a terminal; a log line every 10 s otherwise."""
 
-    def __init__(self, total: int | None, stream=sys.stderr, enabled: bool = True):  # noqa: ANN001
-        self.total, self.stream, self.enabled = total, stream, enabled
+    def __init__(self, stream=sys.stderr, enabled: bool = True):  # noqa: ANN001
+        self.stream, self.enabled = stream, enabled
         self.tty = enabled and stream.isatty()
         self._last = 0.0
 
@@ -38,10 +39,11 @@ class _Progress:
         self._last = now
         fps = stats.fps
         line = f"frames {stats.frames}"
-        if self.total:
-            pct = min(100.0, 100.0 * stats.frames / self.total)
-            eta = (self.total - stats.frames) / fps if fps > 0 else 0
-            line = f"{pct:5.1f}% frames {stats.frames}/{self.total} ETA {eta:4.0f}s"
+        total = stats.expected_frames
+        if total:
+            pct = min(100.0, 100.0 * stats.frames / total)
+            eta = (total - stats.frames) / fps if fps > 0 else 0
+            line = f"{pct:5.1f}% frames {stats.frames}/{total} ETA {eta:4.0f}s"
         line += f" | {fps:5.2f} fps | detections {stats.detections}"
         if self.tty:
             self.stream.write("\r" + line.ljust(78))
@@ -55,11 +57,6 @@ class _Progress:
             self.stream.flush()
 
 
-def _load(args: argparse.Namespace, overrides: dict[str, object] | None = None) -> Config:
-    path = find_config_file(getattr(args, "config", None))
-    return load_config(path, overrides=overrides)
-
-
 def _print_config_error(exc: ConfigError) -> None:
     for key, msg in exc.problems:
         print(f"config error: {exc.origin}: {key}: {msg}", file=sys.stderr)
@@ -69,28 +66,20 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from edge.app import parse_time, run_replay
+    from edge.app import run_replay
     from edge.sinks.jsonl import JsonlSink
 
-    overrides: dict[str, object] = {"source.uri": args.source}
-    if args.fps is not None:
-        overrides["source.inference_fps"] = args.fps
-    if args.model:
-        overrides["detector.model"] = args.model
-    if args.session:
-        overrides["vehicle.session_id"] = args.session
-    if args.state_dir:
-        overrides["state.state_dir"] = args.state_dir
-    if args.gps_track:
-        overrides["gps.provider"] = "track"
-        overrides["gps.track"] = args.gps_track
-    cfg = _load(args, overrides)
+    track = {"gps__provider": "track"} if args.gps_track else {}
+    cfg = load_for_command(args, {
+        "source": "source.uri", "fps": "source.inference_fps", "model": "detector.model",
+        "session": "vehicle.session_id", "state_dir": "state.state_dir", "gps_track": "gps.track",
+    }, **track)
     try:
-        start_time = parse_time(args.start_time) if args.start_time else None
+        start_time = parse_iso_time(args.start_time) if args.start_time else None
     except ValueError as exc:
         raise ConfigError("--start-time", [("source.start_time", f"not an ISO 8601 time: {exc}")]) from None
 
-    progress = _Progress(_expected_frames(args.source, cfg.source.inference_fps, args.limit), enabled=not args.quiet)
+    progress = _Progress(enabled=not args.quiet)
     stop = threading.Event()
     if args.out:
         sink = JsonlSink(args.out)
@@ -121,27 +110,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return OK if drained else FAILED
 
 
-def _expected_frames(uri: str, fps: float, limit: int | None) -> int | None:
-    """Sampled frames a file replay will produce, for the ETA; None for live sources or folders."""
-    import cv2
-
-    path = Path(uri)
-    total = None
-    if path.is_file():
-        cap = cv2.VideoCapture(str(path))
-        try:
-            n, src_fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
-        finally:
-            cap.release()
-        if n > 0 and src_fps > 0:
-            total = int(min(n, (n / src_fps) * fps + 1))
-    elif path.is_dir():
-        total = sum(1 for p in path.iterdir() if p.is_file())
-    if limit is not None:
-        total = min(total, limit) if total else limit
-    return total
-
-
 def _print_summary(result, tail: list[str]) -> None:  # noqa: ANN001
     st = result.stats
     p50, p99 = st.percentiles(st.overhead_ms)
@@ -168,10 +136,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from edge.app import open_detector
 
-    overrides = {"detector.model": args.model} if args.model else {}
-    if args.conf is not None:
-        overrides["detector.confidence"] = args.conf
-    cfg = _load(args, overrides)
+    cfg = load_for_command(args, {"model": "detector.model", "conf": "detector.confidence"})
     detector = open_detector(cfg, all_classes=args.all_classes)
     status = OK
     for name in args.images:
@@ -255,8 +220,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def _open_spool_for_cli(args: argparse.Namespace):  # noqa: ANN202
     from edge.delivery import open_spool
 
-    overrides = {"state.state_dir": args.state_dir} if args.state_dir else {}
-    cfg = _load(args, overrides)
+    cfg = load_for_command(args, {"state_dir": "state.state_dir"})
     if not cfg.spool_path().exists():
         print(f"no spool at {cfg.spool_path()} (nothing recorded yet, or another state directory)", file=sys.stderr)
         return None
@@ -314,12 +278,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
-    overrides: dict[str, object] = {"source.uri": args.sample}
-    if args.model:
-        overrides["detector.model"] = args.model
-    if args.fps is not None:
-        overrides["source.inference_fps"] = args.fps
-    cfg = _load(args, overrides)
+    cfg = load_for_command(args, {"sample": "source.uri", "model": "detector.model", "fps": "source.inference_fps"})
     return run_demo(cfg, drain_timeout=args.drain_timeout)
 
 
@@ -336,8 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from edge.status import format_status, read_status
 
-    overrides = {"state.runtime_dir": args.runtime_dir} if args.runtime_dir else {}
-    cfg = _load(args, overrides)
+    cfg = load_for_command(args, {"runtime_dir": "state.runtime_dir"})
     data = read_status(Path(cfg.state.runtime_dir))
     if data is None:
         print(f"no status in {cfg.state.runtime_dir}: is edge-detector running? (systemctl status edge-detector)",
@@ -353,12 +311,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_gps_watch(args: argparse.Namespace) -> int:
     from edge.gps.cli import watch
 
-    overrides: dict[str, object] = {}
-    if args.host:
-        overrides["gps.gpsd_host"] = args.host
-    if args.port:
-        overrides["gps.gpsd_port"] = args.port
-    cfg = _load(args, overrides)
+    cfg = load_for_command(args, {"host": "gps.gpsd_host", "port": "gps.gpsd_port"})
     stop = threading.Event()
     try:
         return watch(cfg.gps, sys.stdout, stop, count=args.count)

@@ -203,6 +203,17 @@ def load_config(
         raise ConfigError(origin, problems) from None
 
 
+def load_for_command(args: object, options: Mapping[str, str], **fixed: object) -> Config:
+    """The configuration a command runs with: its --config file (or the default), with every command-line
+    option in `options` (attribute name → "section.key") that was given, plus `fixed` ("section__key")."""
+    overrides: dict[str, Any] = {key.replace("__", "."): value for key, value in fixed.items()}
+    for name, dotted in options.items():
+        value = getattr(args, name, None)
+        if value is not None and value != "":
+            overrides[dotted] = value
+    return load_config(find_config_file(getattr(args, "config", None)), overrides=overrides)
+
+
 def find_config_file(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:
     """The file to read: explicit argument, $EDGE_CONFIG, then /etc/edge-detector/edge.toml if present."""
     env = os.environ if env is None else env

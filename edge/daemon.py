@@ -6,7 +6,6 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from edge.buffers import BoundedQueue
@@ -22,20 +21,13 @@ MAX_STAGE_RESTARTS = 5  # a minute, then exit non-zero and let systemd restart t
 PROGRESS_GRACE_S = 30.0  # no frame for this long while the source claims to be healthy = hung
 
 
-@dataclass
-class Reloadable:
-    """What SIGHUP can change without a restart."""
-
-    log_level: str
-    confidence: float
-    iou: float
-    classes: tuple[str, ...]
-    inference_fps: float
-
-
-def _reloadable(cfg: Config) -> Reloadable:
-    return Reloadable(cfg.log.level, cfg.detector.confidence, cfg.detector.iou, tuple(cfg.detector.classes),
-                      cfg.source.inference_fps)
+# What SIGHUP applies without a restart, by section; every other key is named as needing a restart.
+RELOADABLE: dict[str, tuple[str, ...]] = {
+    "log": ("level",),
+    "detector": ("confidence", "iou", "classes"),
+    "source": ("inference_fps",),
+}
+SECTIONS = ("vehicle", "source", "detector", "state", "spool", "kafka", "gps", "log")
 
 
 class Daemon:
@@ -67,8 +59,10 @@ class Daemon:
             for key, msg in exc.problems:
                 log.error("reload rejected: %s: %s: %s (keeping the running configuration)", exc.origin, key, msg)
             return
-        old_r, new_r = _reloadable(self.cfg), _reloadable(new)
-        changed = [k for k in old_r.__dataclass_fields__ if getattr(old_r, k) != getattr(new_r, k)]
+        changed = [
+            f"{section}.{key}" for section, keys in RELOADABLE.items() for key in keys
+            if getattr(getattr(self.cfg, section), key) != getattr(getattr(new, section), key)
+        ]
         try:
             detector.set_thresholds(new.detector.confidence, new.detector.iou, list(new.detector.classes))
         except Exception as exc:  # noqa: BLE001 - a bad class list must not kill the service
@@ -77,19 +71,17 @@ class Daemon:
         logging.getLogger().setLevel(new.log.level)
         if hasattr(source, "set_fps"):
             source.set_fps(new.source.inference_fps)
-        restart_needed = sorted(
-            section for section in ("vehicle", "source", "state", "spool", "kafka", "gps")
-            if getattr(self.cfg, section).model_dump(exclude={"inference_fps"}) != getattr(new, section).model_dump(exclude={"inference_fps"})
-        )
-        if self.cfg.detector.model_dump(exclude={"confidence", "iou", "classes"}) != new.detector.model_dump(exclude={"confidence", "iou", "classes"}):
-            restart_needed.append("detector (model, providers, threads)")
+        restart_needed = [
+            section for section in SECTIONS
+            if getattr(self.cfg, section).model_dump(exclude=set(RELOADABLE.get(section, ())))
+            != getattr(new, section).model_dump(exclude=set(RELOADABLE.get(section, ())))
+        ]
         log.info("reloaded %s: changed %s; needs a restart to apply: %s", self.config_path or "<defaults>",
                  ", ".join(changed) or "nothing", ", ".join(restart_needed) or "nothing")
-        self.cfg = self.cfg.model_copy(update={  # what was applied is now the running configuration
-            "log": new.log,
-            "detector": self.cfg.detector.model_copy(
-                update={"confidence": new.detector.confidence, "iou": new.detector.iou, "classes": new.detector.classes}),
-            "source": self.cfg.source.model_copy(update={"inference_fps": new.source.inference_fps}),
+        # what was applied is now the running configuration, so the next reload compares against it
+        self.cfg = self.cfg.model_copy(update={
+            section: getattr(self.cfg, section).model_copy(update={k: getattr(getattr(new, section), k) for k in keys})
+            for section, keys in RELOADABLE.items()
         })
 
     # -- main ----------------------------------------------------------------------------------

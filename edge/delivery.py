@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 from edge.config import Config
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher
-from edge.spool import Spool, SpoolItem
+from edge.spool import Spool, SpoolItem, SpoolStats
 from edge.types import DetectionEvent
 
 log = logging.getLogger(__name__)
@@ -31,11 +30,8 @@ class SpoolSink:
         self.written = 0
 
     def write(self, events: Sequence[DetectionEvent]) -> None:
-        items = [SpoolItem.from_event(e) for e in events]
-        if not self.live:
-            now = time.time()
-            items = [dataclasses.replace(item, captured_at=now) for item in items]
-        self.spool.append(items)
+        since = None if self.live else time.time()
+        self.spool.append([SpoolItem.from_event(e, since) for e in events])
         self.written += len(events)
 
 
@@ -61,8 +57,7 @@ class Delivery:
     flusher: KafkaFlusher | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
-    _final_report: list[str] | None = None
-    final_stats: object | None = None  # SpoolStats at close
+    final_stats: SpoolStats | None = None  # at close, when the spool can no longer be asked
 
     @classmethod
     def start(cls, cfg: Config, *, when_full: str | None = None) -> Delivery:
@@ -92,15 +87,12 @@ class Delivery:
             if not drained:
                 log.warning("spool not drained within %.0f s: %d events stay on disk for the next run",
                             drain_timeout, self.spool.stats().depth)
-        self._final_report = self.report()
         self.final_stats = self.spool.stats()
         self.spool.close()
         return drained
 
     def report(self) -> list[str]:
-        if self._final_report is not None:
-            return self._final_report
-        st = self.spool.stats()
+        st = self.final_stats or self.spool.stats()
         snap = self.metrics.snapshot()
         lines = [
             f"  spool {Path(self.cfg.spool_path())}: depth {st.depth} ({st.bytes} bytes), dead letters {st.dead}, "
@@ -116,12 +108,3 @@ class Delivery:
                 )
             )
         return lines
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

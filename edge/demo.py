@@ -3,54 +3,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
 from edge.config import Config
+from edge.sinks.topic import read_topic
 
 log = logging.getLogger(__name__)
-
-
-def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]:
-    """Every message on the topic as parsed JSON, duplicates included: partitions assigned directly (no
-    consumer-group join, which is slow on small brokers) and read to their current end."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"edge-reader-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-    })
-    out: list[dict] = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        at_end: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(at_end) < len(partitions):
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
-                else:
-                    log.warning("consumer: %s", msg.error())
-                continue
-            event = json.loads(msg.value())
-            event["_partition"], event["_offset"] = msg.partition(), msg.offset()
-            out.append(event)
-    finally:
-        consumer.close()
-    return out
 
 
 def consume_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -19,16 +20,12 @@ from edge.types import DetectionEvent, Frame, GpsFix
 
 log = logging.getLogger(__name__)
 
+TIMING_WINDOW = 10_000  # frames whose timings are kept for percentiles
 EventSink = Callable[[Sequence[DetectionEvent]], None]
 
 
 class GpsLookup(Protocol):
     def fix_for(self, frame: Frame) -> GpsFix: ...
-
-
-class FrameSourceLike(Protocol):
-    name: str
-    live: bool
 
 
 @dataclass
@@ -40,12 +37,13 @@ class PipelineStats:
     frames_with_detections: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
-    overhead_ms: list[float] = field(default_factory=list)  # per frame, outside session.run (wall)
-    overhead_cpu_ms: list[float] = field(default_factory=list)  # the same, CPU time of this thread
-    inference_ms: list[float] = field(default_factory=list)
+    # per-frame timings of the latest frames only: a service runs for months
+    overhead_ms: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=TIMING_WINDOW))
+    overhead_cpu_ms: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=TIMING_WINDOW))
+    inference_ms: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=TIMING_WINDOW))
     by_class: dict[str, int] = field(default_factory=dict)
     last_fix: GpsFix | None = None  # GPS fix of the latest frame with detections
-    last_progress: float = field(default_factory=time.monotonic)
+    expected_frames: int | None = None  # known for recordings: progress and ETA
 
     @property
     def elapsed(self) -> float:
@@ -55,10 +53,10 @@ class PipelineStats:
     def fps(self) -> float:
         return self.frames / self.elapsed if self.elapsed > 0 else 0.0
 
-    def percentiles(self, values: list[float]) -> tuple[float, float]:
+    def percentiles(self, values: collections.deque[float]) -> tuple[float, float]:
         if not values:
             return 0.0, 0.0
-        arr = np.asarray(values[-10000:])
+        arr = np.asarray(values)
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
@@ -114,9 +112,8 @@ class EmitEvents:
             st.detections += len(events)
             for e in events:
                 st.by_class[e.class_name] = st.by_class.get(e.class_name, 0) + 1
-            log.debug(
-                "frame %d: %s", work.frame.index, ", ".join(f"{e.class_name} {e.confidence:.2f}" for e in events)
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("frame %d: %s", work.frame.index, ", ".join(f"{e.class_name} {e.confidence:.2f}" for e in events))
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -12,11 +12,12 @@ without a fraction. This module replaces it with ~100 lines that have none of th
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import socket
 from dataclasses import dataclass
+
+from edge.types import parse_iso_time
 
 WATCH = b'?WATCH={"enable":true,"json":true}\n'
 MAX_LINE = 256 * 1024
@@ -54,12 +55,10 @@ def parse_time(text: object) -> float | None:
         return None
     if not isinstance(text, str):
         raise ReportError(f"TPV time={text!r}")
-    t = text[:-1] + "+00:00" if text.endswith("Z") else text
     try:
-        d = dt.datetime.fromisoformat(t)
+        return parse_iso_time(text)
     except ValueError:
         raise ReportError(f"TPV time={text!r}") from None
-    return (d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 
 def parse_report(line: bytes | str) -> dict:

@@ -7,13 +7,13 @@ XML raises GpxError (the file is unreadable); nothing else raises on content.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from edge.gps.nmea import TrackPoint
+from edge.types import parse_iso_time
 
 
 class GpxError(ValueError):
@@ -32,14 +32,10 @@ def _local(tag: str) -> str:
 
 def parse_time(text: str) -> float | None:
     """ISO 8601 (Z, offset, or naive = UTC) → epoch seconds; None if unparsable."""
-    t = text.strip()
     try:
-        d = dt.datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
+        return parse_iso_time(text)
     except ValueError:
         return None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
-    return d.timestamp()
 
 
 def _float(text: str | None) -> float | None:

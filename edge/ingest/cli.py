@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from edge.config import Config, find_config_file, load_config
+from edge.config import Config, load_for_command
 from edge.ingest.run import FileReport, Ingest, Options
+from edge.types import parse_iso_time
 
 log = logging.getLogger("edge.ingest")
 
@@ -124,22 +125,12 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    overrides: dict[str, object] = {}
-    if args.state_dir:
-        overrides["state.state_dir"] = args.state_dir
-    if args.vehicle:
-        overrides["vehicle.vehicle_id"] = args.vehicle
-    if args.session:
-        overrides["vehicle.session_id"] = args.session
-    return load_config(find_config_file(args.config), overrides=overrides)
+    return load_for_command(
+        args, {"state_dir": "state.state_dir", "vehicle": "vehicle.vehicle_id", "session": "vehicle.session_id"})
 
 
 def _options(args: argparse.Namespace, cfg: Config) -> Options:
-    start = None
-    if args.start_time:
-        from edge.app import parse_time
-
-        start = parse_time(args.start_time)
+    start = parse_iso_time(args.start_time) if args.start_time else None
     return Options(
         vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=cfg.vehicle.session_id,
         start_time=start, rejects=args.rejects or "", workers=max(1, args.workers), force=args.force,

@@ -40,6 +40,10 @@ class FrameSource(Protocol):
         """Yield sampled frames until the end of the source or until `stop` is set."""
         ...
 
+    def expected_frames(self) -> int | None:
+        """Frames `frames()` will yield, when known in advance (recordings); None for live sources."""
+        ...
+
     def close(self) -> None:
         """Release the device, file or connection; safe to call more than once."""
         ...

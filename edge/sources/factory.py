@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +10,7 @@ from edge.sources.base import FrameSource, SourceError, display_name
 from edge.sources.image_folder import ImageFolderSource, is_image_path
 from edge.sources.live import LiveSource
 from edge.sources.video_file import VideoFileSource
+from edge.types import parse_iso_time
 
 Kind = Literal["file", "folder", "camera", "stream", "gstreamer"]
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -34,13 +34,10 @@ def detect_kind(uri: str) -> Kind:
 def parse_start_time(value: str) -> float:
     """ISO 8601 -> Unix seconds; a time without an offset is taken as UTC."""
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        return parse_iso_time(value)
     except ValueError:
         raise SourceError(f"source.start_time {value!r}: not an ISO 8601 date-time "
                           "(e.g. 2024-05-01T08:30:00Z)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
 def open_source(cfg: SourceConfig, *, start_time: float | None = None) -> FrameSource:

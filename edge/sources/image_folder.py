@@ -72,6 +72,9 @@ class ImageFolderSource:
             raise SourceError(f"image folder {self.path}: neither a folder nor an image file")
         self.name = self.path.name
 
+    def expected_frames(self) -> int:
+        return len(self.files)
+
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """One frame per image: index = position in the listing, timestamp = index / inference_fps,
         captured_at = the file's modification time."""

@@ -64,6 +64,9 @@ class LiveSource:
 
     live = True
 
+    def expected_frames(self) -> None:
+        return None  # a live source has no end
+
     def __init__(
         self,
         uri: str,

@@ -116,6 +116,12 @@ class VideoFileSource:
             start_time = self.path.stat().st_mtime
         self.start_time = float(start_time)
 
+    def expected_frames(self) -> int | None:
+        """How many frames sampling will emit, from the container's frame count (for progress and ETA)."""
+        if self.frame_count <= 0 or self.fps <= 0:
+            return None
+        return min(self.frame_count, int((self.frame_count - 1) / self.fps * self.inference_fps) + 1)
+
     def _probe(self) -> tuple[float, int, int, int]:
         """Open the file and decode its first frame; SourceError naming the path if that fails."""
         if not self.path.is_file():

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.types import SCHEMA_VERSION, DetectionEvent
+from edge.types import SCHEMA_VERSION, DetectionEvent, parse_iso_time
 
 # Lengths and fixed fields go into the checksum too, so bytes cannot move between key and id unnoticed.
 _CRC_HEADER = struct.Struct("<IIid")
@@ -38,16 +37,14 @@ class SpoolItem:
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
-    def from_event(cls, event: DetectionEvent) -> SpoolItem:
-        """Serialise a DetectionEvent: key = vehicle_id, captured_at parsed from its ISO 8601 time."""
-        captured = dt.datetime.fromisoformat(event.captured_at)
-        if captured.tzinfo is None:
-            captured = captured.replace(tzinfo=dt.timezone.utc)
+    def from_event(cls, event: DetectionEvent, captured_at: float | None = None) -> SpoolItem:
+        """Serialise a DetectionEvent: key = vehicle_id; captured_at (the start of the delivery latency) is the
+        event's capture time unless given."""
         return cls(
             key=event.vehicle_id,
             value=event.to_json().encode("utf-8"),
             detection_id=event.detection_id,
-            captured_at=captured.timestamp(),
+            captured_at=parse_iso_time(event.captured_at) if captured_at is None else captured_at,
             schema_version=event.schema_version,
         )
 

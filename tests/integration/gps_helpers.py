@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -89,10 +88,6 @@ def chk_fixes(name: str) -> list[dict]:
     """TPV reports with a position from gpsd's expected output for `name`.log."""
     rows = [json.loads(line) for line in (NMEA / f"{name}.log.chk").read_text().splitlines() if line.startswith('{"class":"TPV"')]
     return [r for r in rows if r.get("mode", 0) >= 2 and "lat" in r and "lon" in r]
-
-
-def iso_epoch(text: str) -> float:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def same_time_modulo_rollover(a: float, b: float, tol: float = 0.01) -> bool:

@@ -304,3 +304,26 @@ def namespace_fixture():  # noqa: ANN201 - a pytest fixture function
             assert intact, "the host's /tmp must survive booting systemd in the namespace"
 
     return sd
+
+
+def adapt_shipped_unit(unit_file: Path, *, exec_start: str, service_lines: list[str], drop: tuple[str, ...] = (),
+                       values: dict[str, str] | None = None) -> str:
+    """The shipped unit with what a test machine lacks replaced: no gpsd/modprobe dependencies or host-wide
+    directories, user nobody, `exec_start` (the dev venv's interpreter lives under /root, which ProtectHome
+    hides), `service_lines` added to [Service], `values` replacing those keys, `drop` keys removed."""
+    values = values or {}
+    lines = []
+    for line in unit_file.read_text().splitlines():
+        key = line.split("=", 1)[0]
+        if key in ("Wants", "After", "StateDirectory", "ConfigurationDirectory", "Group", *drop):
+            continue
+        if key == "ExecStart":
+            line = f"ExecStart={exec_start}"
+        elif key == "User":
+            line = "User=nobody\nGroup=nogroup"
+        elif key in values:
+            line = f"{key}={values[key]}"
+        elif line == "[Service]":
+            line = "\n".join([line, *service_lines])
+        lines.append(line)
+    return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from gps_helpers import (
-    HAVE_GPSFAKE, NMEA, Gpsfake, chk_fixes, free_port, iso_epoch, same_time_modulo_rollover, wait_until,
+    HAVE_GPSFAKE, NMEA, Gpsfake, chk_fixes, free_port, same_time_modulo_rollover, wait_until,
 )
 
 from edge.config import GpsConfig
@@ -17,6 +17,7 @@ from edge.gps import GpsdProvider
 from edge.gps.cli import watch
 from edge.gps.geo import angle_diff
 from edge.types import Frame
+from edge.types import parse_iso_time
 
 pytestmark = pytest.mark.skipif(not HAVE_GPSFAKE, reason="gpsfake (Debian gpsd-clients) not installed")
 
@@ -58,7 +59,7 @@ def test_fixes_match_gpsd_reference(name):
         tracks = [c["track"] for c in same if "track" in c]
         if s.heading is not None and tracks:
             assert any(abs(angle_diff(t, s.heading)) < 0.01 for t in tracks), f"{name}: heading {s.heading} vs {tracks}"
-        times = [iso_epoch(c["time"]) for c in same if "time" in c]
+        times = [parse_iso_time(c["time"]) for c in same if "time" in c]
         if s.gps_time is not None and times:
             assert any(same_time_modulo_rollover(s.gps_time, t) for t in times), f"{name}: time {s.gps_time} vs {times}"
     assert matched >= 0.9 * len(fixes), f"{name}: only {matched}/{len(fixes)} fixes are in gpsd's reference"

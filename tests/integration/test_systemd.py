@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from systemd_harness import SystemdNamespace, namespace_fixture, poll
+from systemd_harness import SystemdNamespace, adapt_shipped_unit, namespace_fixture, poll
 
 from edge.status import format_status, read_status
 
@@ -188,22 +188,9 @@ def test_config_error_fails_unit_with_message(sd, make_service):
 
 
 def _hardened_test_unit(control: Path) -> str:
-    """The shipped unit, with what a test machine lacks replaced: the service user and venv, host-wide dirs."""
     python_path = f"{REPO}:{REPO}/.venv/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
-    lines = []
-    for line in UNIT_FILE.read_text().splitlines():
-        key = line.split("=", 1)[0]
-        if key in ("Wants", "After", "StateDirectory", "ConfigurationDirectory", "Group"):
-            continue  # no gpsd or modprobe in the namespace; no /var/lib, /etc dirs on the host
-        if key == "ExecStart":
-            # the dev venv's interpreter lives under /root (ProtectHome=yes hides it): the system python 3
-            line = f"ExecStart=/usr/bin/python3 {SCRIPT}"
-        elif key == "User":
-            line = "User=nobody\nGroup=nogroup"
-        elif line == "[Service]":
-            line += f"\nEnvironment=PYTHONPATH={python_path} EDGE_TEST_CONTROL={control} EDGE_TEST_WARMUP=0.5"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    return adapt_shipped_unit(UNIT_FILE, exec_start=f"/usr/bin/python3 {SCRIPT}", service_lines=[
+        f"Environment=PYTHONPATH={python_path} EDGE_TEST_CONTROL={control} EDGE_TEST_WARMUP=0.5"])
 
 
 def _proc_status(sd: SystemdNamespace, pid: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from systemd_harness import SystemdNamespace, namespace_fixture, poll, work_dir
+from systemd_harness import SystemdNamespace, adapt_shipped_unit, namespace_fixture, poll, work_dir
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_FILE = REPO / "systemd" / "edge-detector.service"
@@ -78,24 +78,11 @@ backoff_max_s = 2
 
 
 def _unit(cfg: Path, work: Path) -> str:
-    """The shipped unit with what a test machine lacks replaced (service user, venv, host-wide dirs)."""
-    lines = []
-    for line in UNIT_FILE.read_text().splitlines():
-        key = line.split("=", 1)[0]
-        if key in ("Wants", "After", "StateDirectory", "ConfigurationDirectory", "Group", "RuntimeDirectory"):
-            continue
-        if key == "ExecStart":
-            line = f"ExecStart=/usr/bin/python3 -m edge run --config {cfg}"
-        elif key == "User":
-            line = "User=nobody\nGroup=nogroup"
-        elif key == "WatchdogSec":
-            line = "WatchdogSec=8"
-        elif key == "RestartSec":
-            line = "RestartSec=1"
-        elif line == "[Service]":
-            line += f"\nEnvironment=PYTHONPATH={REPO}:{SITE}\nReadWritePaths={work}\nWorkingDirectory={REPO}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    return adapt_shipped_unit(
+        UNIT_FILE, exec_start=f"/usr/bin/python3 -m edge run --config {cfg}", drop=("RuntimeDirectory",),
+        values={"WatchdogSec": "8", "RestartSec": "1"},
+        service_lines=[f"Environment=PYTHONPATH={REPO}:{SITE}", f"ReadWritePaths={work}", f"WorkingDirectory={REPO}"],
+    )
 
 
 def _spooled_ids(work: Path) -> list[str]:

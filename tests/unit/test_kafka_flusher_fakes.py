@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -16,25 +15,14 @@ from confluent_kafka import KafkaError, KafkaException
 from edge.config import KafkaConfig
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher, Step
-
-
-@dataclass(frozen=True)
-class Rec:  # same fields as edge.spool.SpoolRecord
-    seq: int
-    key: str
-    value: bytes
-    detection_id: str
-    schema_version: int
-    captured_at: float
-    enqueued_at: float
-    attempts: int
+from edge.spool import SpoolRecord
 
 
 class FakeSpool:
     """The Spool interface in memory: pending -> leased -> acked | released | dead."""
 
     def __init__(self, n: int = 0, value: Callable[[int], bytes] = lambda i: b'{"x":1}'):
-        self.records: dict[int, Rec] = {}
+        self.records: dict[int, SpoolRecord] = {}
         self.leased: set[int] = set()
         self.acked: list[int] = []
         self.dead: dict[int, str] = {}
@@ -42,9 +30,9 @@ class FakeSpool:
         self.max_leased = 0
         now = time.time()
         for i in range(n):
-            self.records[i] = Rec(i, f"v{i % 3}", value(i), f"det-{i}", 1, now, now, 0)
+            self.records[i] = SpoolRecord(i, f"v{i % 3}", value(i), f"det-{i}", 1, now, now, 0)
 
-    def lease(self, max_n: int) -> list[Rec]:
+    def lease(self, max_n: int) -> list[SpoolRecord]:
         out = [r for s, r in sorted(self.records.items()) if s not in self.leased][:max_n]
         self.leased.update(r.seq for r in out)
         self.max_leased = max(self.max_leased, len(self.leased))
