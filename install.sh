@@ -88,6 +88,25 @@ make_venv() {  # $1 = venv dir, $2 = pip spec of the project
   fi
 }
 
+# The unit names no group or device path: a group missing on the target fails it at start (216/GROUP) and a
+# missing path makes PID 1 warn at every start. This drop-in names what exists here.
+write_dropin() {
+  local groups=() devices=() dir="$UNIT_DIR/edge-detector.service.d"
+  for group in video render dialout; do getent group "$group" >/dev/null && groups+=("$group"); done
+  for dev in /dev/nvmap /dev/nvhost-ctrl /dev/nvhost-ctrl-gpu /dev/nvhost-gpu /dev/nvhost-as-gpu /dev/nvhost-prof-gpu; do
+    [[ -e "$dev" ]] && devices+=("DeviceAllow=$dev rw")
+  done
+  $SUDO mkdir -p "$dir"
+  {
+    echo "# Written by install.sh from what this machine has; install.sh rewrites it (site changes: another drop-in)."
+    echo "[Service]"
+    [[ ${#groups[@]} -gt 0 ]] && echo "SupplementaryGroups=${groups[*]}"
+    [[ ${#devices[@]} -gt 0 ]] && printf '%s\n' "${devices[@]}"
+    true
+  } | $SUDO tee "$dir/10-install.conf" >/dev/null
+  log "unit drop-in: groups ${groups[*]:-none}; Jetson device nodes: ${#devices[@]}"
+}
+
 DEV_APT=(pkg-config libsystemd-dev gcc python3-dev ffmpeg gpsd gpsd-clients)
 RUN_APT=(pkg-config libsystemd-dev gcc python3-dev gpsd)
 
@@ -138,6 +157,7 @@ fi
 $SUDO chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"
 
 sed -e "s|/opt/edge-detector|$PREFIX|g" "$SRC_DIR/systemd/edge-detector.service" | $SUDO tee "$UNIT_DIR/edge-detector.service" >/dev/null
+write_dropin
 $SUDO systemctl daemon-reload
 if [[ $START -eq 1 ]]; then
   $SUDO systemctl enable --now edge-detector.service

@@ -21,17 +21,21 @@ def ffmpeg_path() -> str | None:
     return shutil.which("ffmpeg")
 
 
-def is_listening(port: int) -> bool:
-    """True if something listens on 127.0.0.1:`port`, read from /proc without connecting (a connection would
-    be the one client `ffmpeg -listen 1` serves)."""
+def is_serving(port: int) -> bool:
+    """True if 127.0.0.1:`port` listens, or has already accepted a client; read from /proc without connecting
+    (a connection would be the one client `ffmpeg -listen 1` serves).
+
+    Both states count: `-listen 1` closes its listening socket as soon as it accepts, so a client that is
+    already retrying (a source reconnecting after an outage) can take the connection between two polls, and
+    the LISTEN state is then never seen although ffmpeg is serving."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
-            fields = line.split()  # sl, local_address (hex ip:port), rem_address, st (0A = LISTEN), ...
-            if len(fields) > 3 and fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            fields = line.split()  # sl, local_address (hex ip:port), rem_address, st (0A LISTEN, 01 ESTABLISHED)
+            if len(fields) > 3 and fields[1].endswith(f":{port:04X}") and fields[3] in ("0A", "01"):
                 return True
     return False
 
@@ -66,7 +70,7 @@ class FfmpegStreamServer:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         proc = self.proc
-        wait_until(lambda: is_listening(self.port) or proc.poll() is not None, f"ffmpeg to listen on {self.port}",
+        wait_until(lambda: is_serving(self.port) or proc.poll() is not None, f"ffmpeg to listen on {self.port}",
                    timeout)
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
