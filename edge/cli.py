@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -18,8 +20,8 @@ from edge.types import parse_iso_time
 
 log = logging.getLogger("edge.cli")
 
-# Exit codes
-OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED = 0, 1, 2, 3, 130
+# Exit codes; BROKEN_PIPE is what a shell reports for a process killed by SIGPIPE (128 + 13)
+OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED, BROKEN_PIPE = 0, 1, 2, 3, 130, 141
 
 
 class _Progress:
@@ -283,13 +285,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge.app import session_for
     from edge.daemon import Daemon
+    from edge.native import capture_native_output, quiet_native_libraries
     from edge.service import setup_logging as service_logging
 
     path = find_config_file(args.config)
     cfg = load_config(path)
-    context = service_logging(args.log_level or cfg.log.level, vehicle_id=cfg.vehicle.vehicle_id, session_id="")
-    return Daemon(cfg, path, context).run()
+    level = args.log_level or cfg.log.level
+    # the session is known before the first record, so that every record carries SESSION_ID
+    session_id = session_for(cfg, cfg.source.uri, None)
+    native = capture_native_output()  # before the handler exists: it must write to the rebound sys.stderr
+    try:
+        context = service_logging(level, vehicle_id=cfg.vehicle.vehicle_id, session_id=session_id)
+        quiet_native_libraries(level)
+        return Daemon(cfg, path, context, session_id=session_id).run()
+    finally:
+        if native is not None:
+            native.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -337,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge",
         description="Dashcam detector: YOLOv8 ONNX → geotagged stop-sign and traffic-light events → spool → Kafka.",
         epilog="Exit codes: 0 ok, 1 failed while running, 2 usage or configuration error, 3 unusable input "
-        "(model, video, image), 130 interrupted.",
+        "(model, video, image, GPS track), 130 interrupted, 141 output closed by its reader (e.g. | head).",
     )
     parser.add_argument("--version", action="version", version=f"edge-detector {__version__}")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: config log.level)")
@@ -443,6 +456,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every command, with its exit code; a reader that goes away (`| head`) ends it quietly with BROKEN_PIPE."""
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            # flushed here, inside the try, so that a closed pipe surfaces now and not in the interpreter's
+            # final flush, where it is a traceback and exit 120 (--help and --version exit from parse_args;
+            # logging swallows its own write errors and leaves them in stderr's buffer)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(ValueError):  # a stream a command closed has nothing left to write
+                    stream.flush()
+    except BrokenPipeError:
+        _discard_unwritable_output()
+        return BROKEN_PIPE
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     from edge.detect.model import ModelError
 
     parser = build_parser()
@@ -459,14 +489,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        raise  # not a failure of the command: main() ends it quietly
     except Exception as exc:  # noqa: BLE001 - the last boundary: a clear line, not a traceback
+        from edge.gps import TrackError
         from edge.sources import SourceError
 
-        if isinstance(exc, SourceError):
+        if isinstance(exc, (SourceError, TrackError)):
             log.error("%s", exc)
             return BAD_INPUT
         log.error("failed: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return FAILED
+
+
+def _discard_unwritable_output() -> None:
+    """Points stdout and stderr, where what is still buffered cannot be written, at /dev/null.
+
+    The recipe of the signal module's "Note on SIGPIPE": the interpreter flushes both at exit and would
+    raise again. SIGPIPE itself stays ignored (the service writes to sockets)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                with contextlib.suppress(OSError, ValueError):  # a stream without a descriptor (tests)
+                    os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

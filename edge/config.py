@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from edge.types import parse_iso_time
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/edge-detector/edge.toml"),)
 
@@ -34,8 +36,18 @@ CREDENTIALS: dict[str, tuple[str, str]] = {
 }
 
 
+class FieldProblems(ValueError):
+    """Raised by a section's cross-field validator: (field, message) pairs, so that each names its own key."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{name}: {msg}" for name, msg in problems))
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # a rule across keys fails on the whole section, password included: inputs stay out of the error's text
+    # (load_config reports them itself, never a password)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
 
 class VehicleConfig(_Section):
@@ -53,6 +65,23 @@ class SourceConfig(_Section):
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     start_time: str = Field("", description="ISO 8601 start of a recording; empty: file modification time")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty: give a camera index, /dev/videoN, URL, video file or folder")
+        return v
+
+    @field_validator("start_time")
+    @classmethod
+    def _start_time_is_iso(cls, v: str) -> str:
+        if v.strip():
+            try:
+                parse_iso_time(v)
+            except ValueError:
+                raise ValueError("not an ISO 8601 date-time (e.g. 2024-05-01T08:30:00Z)") from None
+        return v
 
 
 class DetectorConfig(_Section):
@@ -106,6 +135,20 @@ class KafkaConfig(_Section):
                 raise ValueError(f"'{key}' is fixed by the delivery guarantee and cannot be overridden")
         return v
 
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> KafkaConfig:
+        # checked on the merged tree: the secrets usually come from the environment or systemd credentials
+        if not self.security_protocol.startswith("SASL_"):
+            return self
+        where = {"sasl_username": "KAFKA_SASL_USERNAME or the systemd credential kafka_sasl_username",
+                 "sasl_password": "KAFKA_SASL_PASSWORD or the systemd credential kafka_sasl_password"}
+        given = {"sasl_username": self.sasl_username, "sasl_password": self.sasl_password.get_secret_value()}
+        missing = [(name, f"required when kafka.security_protocol is {self.security_protocol} ({where[name]})")
+                   for name, value in given.items() if not value]
+        if missing:
+            raise FieldProblems(missing)
+        return self
+
 
 class GpsConfig(_Section):
     provider: Literal["gpsd", "exif", "track", "fixed", "none"] = "none"
@@ -117,6 +160,21 @@ class GpsConfig(_Section):
     fixed_heading: float | None = Field(None, ge=0, lt=360)
     track: str = Field("", description="NMEA or GPX file for replays")
     track_max_gap_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _provider_has_its_settings(self) -> GpsConfig:
+        # only what the configuration alone decides: whether the track file exists is an input, checked at start
+        problems: list[tuple[str, str]] = []
+        if self.provider == "fixed":
+            problems += [(name, "required when gps.provider is 'fixed'")
+                         for name in ("fixed_lat", "fixed_lon") if getattr(self, name) is None]
+        elif self.provider == "gpsd" and not self.gpsd_host.strip():
+            problems.append(("gpsd_host", "required when gps.provider is 'gpsd'"))
+        elif self.provider == "track" and not self.track.strip():
+            problems.append(("track", "required when gps.provider is 'track' (an NMEA or GPX file)"))
+        if problems:
+            raise FieldProblems(problems)
+        return self
 
 
 class LogConfig(_Section):
@@ -194,13 +252,23 @@ def load_config(
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "<root>"
-            value = err.get("input")
-            shown = "" if "password" in key or isinstance(value, dict) else f" (got {value!r})"
-            problems.append((key, f"{err['msg']}{shown}"))
-        raise ConfigError(origin, problems) from None
+        raise ConfigError(origin, _problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key path, message) for every error; a section's FieldProblems are spread over the keys they name."""
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, FieldProblems):
+            problems += [(".".join([*loc, name]), msg) for name, msg in cause.problems]
+            continue
+        key = ".".join(loc) or "<root>"
+        value = err.get("input")
+        shown = "" if "password" in key or isinstance(value, dict) else f" (got {value!r})"
+        problems.append((key, f"{err['msg']}{shown}"))
+    return problems
 
 
 def load_for_command(args: object, options: Mapping[str, str], **fixed: object) -> Config:

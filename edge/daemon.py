@@ -12,6 +12,7 @@ from edge.buffers import BoundedQueue
 from edge.config import Config, ConfigError, load_config
 from edge.delivery import Delivery
 from edge.pipeline import Pipeline, StageFailed
+from edge.native import native_output_counts
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ SECTIONS = ("vehicle", "source", "detector", "state", "spool", "kafka", "gps", "
 class Daemon:
     """Composition root of the service. `run()` returns the process exit code."""
 
-    def __init__(self, cfg: Config, config_path: Path | None, log_context=None):  # noqa: ANN001 - service.LogContext
+    def __init__(self, cfg: Config, config_path: Path | None, log_context=None,  # noqa: ANN001 - service.LogContext
+                 *, session_id: str | None = None):
         self.cfg = cfg
+        self.session_id = session_id  # known before logging starts (cmd_run), so every record carries it
         self.config_path = config_path
         self.log_context = log_context
         self.stop = threading.Event()
@@ -59,25 +62,27 @@ class Daemon:
             for key, msg in exc.problems:
                 log.error("reload rejected: %s: %s: %s (keeping the running configuration)", exc.origin, key, msg)
             return
-        changed = [
-            f"{section}.{key}" for section, keys in RELOADABLE.items() for key in keys
+        changed = {  # key -> (running value, new value)
+            f"{section}.{key}": (getattr(getattr(self.cfg, section), key), getattr(getattr(new, section), key))
+            for section, keys in RELOADABLE.items() for key in keys
             if getattr(getattr(self.cfg, section), key) != getattr(getattr(new, section), key)
-        ]
+        }
         try:
             detector.set_thresholds(new.detector.confidence, new.detector.iou, list(new.detector.classes))
         except Exception as exc:  # noqa: BLE001 - a bad class list must not kill the service
             log.error("reload rejected: detector.classes: %s", exc)
             return
         logging.getLogger().setLevel(new.log.level)
-        if hasattr(source, "set_fps"):
-            source.set_fps(new.source.inference_fps)
+        if "source.inference_fps" in changed:  # (validated > 0: set_fps cannot refuse it)
+            source.set_fps(new.source.inference_fps)  # the next frame is sampled at the new rate
         restart_needed = [
             section for section in SECTIONS
             if getattr(self.cfg, section).model_dump(exclude=set(RELOADABLE.get(section, ())))
             != getattr(new, section).model_dump(exclude=set(RELOADABLE.get(section, ())))
         ]
-        log.info("reloaded %s: changed %s; needs a restart to apply: %s", self.config_path or "<defaults>",
-                 ", ".join(changed) or "nothing", ", ".join(restart_needed) or "nothing")
+        log.info("reloaded %s: applied %s; needs a restart to apply: %s", self.config_path or "<defaults>",
+                 ", ".join(f"{key} {old!r} → {value!r}" for key, (old, value) in changed.items()) or "nothing",
+                 ", ".join(restart_needed) or "nothing")
         # what was applied is now the running configuration, so the next reload compares against it
         self.cfg = self.cfg.model_copy(update={
             section: getattr(self.cfg, section).model_copy(update={k: getattr(getattr(new, section), k) for k in keys})
@@ -104,14 +109,14 @@ class Daemon:
         gps = make_provider(cfg.gps)
         gps.start()
         source = open_source(cfg.source)
-        session_id = session_for(cfg, cfg.source.uri, None)
+        session_id = self.session_id or session_for(cfg, cfg.source.uri, None)
         if self.log_context is not None:
             self.log_context.update(session_id=session_id)
         frames: BoundedQueue[Frame] = BoundedQueue(cfg.source.queue_size, "drop_oldest" if source.live else "block")
         pipeline = Pipeline(
             Capture(source, frames), frames, detector, delivery.sink(live=source.live).write,
             vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=session_id,
-            gps=gps, max_restarts=MAX_STAGE_RESTARTS,
+            gps=gps, max_restarts=MAX_STAGE_RESTARTS, log_events=True,
         )
         status = StatusWriter(Path(cfg.state.runtime_dir), prometheus_path=cfg.state.prometheus_textfile or None)
         frames_hb = Heartbeat()
@@ -213,6 +218,7 @@ class Daemon:
             "latency_p50_ms": m.get("latency_p50_ms"),
             "latency_p99_ms": m.get("latency_p99_ms"),
             "gps": None if fix is None else {"status": fix.status, "lat": fix.lat, "lon": fix.lon, "source": fix.source},
+            **native_output_counts(),  # native_log_lines, native_log_dropped: FFmpeg/OpenCV/onnxruntime output
         }
 
     @staticmethod

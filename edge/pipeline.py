@@ -75,10 +75,12 @@ class EmitEvents:
         gps: GpsLookup | None,
         stats: PipelineStats,
         clock: Callable[[], float] = time.time,
+        log_events: bool = False,
     ):
         self.detector, self.inq, self.sink = detector, inq, sink
         self.vehicle_id, self.camera_id, self.session_id = vehicle_id, camera_id, session_id
         self.gps, self.stats, self.clock = gps, stats, clock
+        self.log_events = log_events
 
     def _step(self, work: Work) -> None:
         start, cpu = time.perf_counter(), time.thread_time()
@@ -102,6 +104,8 @@ class EmitEvents:
         overhead_cpu = work.overhead_cpu_ms + (time.thread_time() - cpu) * 1000
         if events:
             self.sink(events)
+            if self.log_events:
+                _log_events(events)
         st = self.stats
         st.frames += 1
         st.overhead_ms.append(overhead)
@@ -123,6 +127,21 @@ class EmitEvents:
                 return
             if work is not None:
                 self._step(work)
+
+
+def _log_events(events: Sequence[DetectionEvent]) -> None:
+    """One INFO line per event handed to the sink (spooled), with its DETECTION_ID journal field."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    for e in events:
+        extra = {"detection_id": e.detection_id}
+        if e.vehicle_lat is None or e.vehicle_lon is None:
+            log.info("detection %s: %s %.2f in frame %d, no GPS fix", e.detection_id, e.class_name, e.confidence,
+                     e.frame_number, extra=extra)
+        else:
+            log.info("detection %s: %s %.2f in frame %d at %.6f,%.6f heading %s (gps %s, %s)", e.detection_id,
+                     e.class_name, e.confidence, e.frame_number, e.vehicle_lat, e.vehicle_lon,
+                     "n/a" if e.heading is None else round(e.heading), e.gps_source, e.gps_status, extra=extra)
 
 
 class StageFailed(Exception):
@@ -150,6 +169,7 @@ class Pipeline:
         gps: GpsLookup | None = None,
         depth: int = 2,
         max_restarts: int = 0,
+        log_events: bool = False,  # the service: one journal line per event; replays keep their output short
     ):
         self.stats = PipelineStats()
         self.errors: list[tuple[str, BaseException]] = []
@@ -161,7 +181,7 @@ class Pipeline:
         self.frames = frames
         self.emit = EmitEvents(
             detector, outputs, sink, vehicle_id=vehicle_id, camera_id=camera_id, session_id=session_id,
-            gps=gps, stats=self.stats,
+            gps=gps, stats=self.stats, log_events=log_events,
         )
         self.stages: list[tuple[str, object, BoundedQueue]] = [
             ("capture", capture, frames),

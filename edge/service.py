@@ -9,6 +9,9 @@ logger name's stage part: `edge.detect.yolo` → `detect`), VEHICLE_ID, SESSION_
 record carries `extra={"detection_id": ...}`. `systemd.journal.JournalHandler` adds CODE_FILE, CODE_LINE,
 CODE_FUNC, LOGGER, THREAD_NAME and maps levels to syslog priorities: DEBUG 7, INFO 6, WARNING 4, ERROR 3,
 CRITICAL 2.
+
+Under systemd, `edge.native.capture_native_output()` turns what C libraries write to fds 1 and 2 into records
+of `edge.native`, so that every journal entry of the service carries those fields.
 """
 
 from __future__ import annotations

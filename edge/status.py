@@ -256,6 +256,10 @@ def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> di
         "edge_drain_rate": m("drain_rate_per_s", "Events acknowledged per second, recent window"),
         "edge_delivery_latency_p50_ms": m("latency_p50_ms", "Capture to acknowledgement, median"),
         "edge_delivery_latency_p99_ms": m("latency_p99_ms", "Capture to acknowledgement, 99th percentile"),
+        "edge_native_log_lines_total": m("native_log_lines", "Lines FFmpeg/OpenCV/onnxruntime wrote to stdout/stderr",
+                                         "counter"),
+        "edge_native_log_dropped_total": m("native_log_dropped", "Native output lines dropped, logging behind",
+                                           "counter"),
         "edge_broker_up": None if broker is None else Metric(
             str(broker).lower() in _BROKER_UP, "1 when the Kafka broker is reachable",
             labels={"state": str(broker)}),

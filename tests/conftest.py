@@ -1,7 +1,8 @@
-"""Shared fixtures: where the real test data lives (models, images, videos, NMEA, EXIF)."""
+"""Shared fixtures: where the real test data lives (models, images, videos, NMEA, EXIF); root logging restored."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -25,3 +26,16 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def yolov8n(data_dir: Path) -> Path:
     return data_dir / "models" / "yolov8n.onnx"
+
+
+@pytest.fixture
+def restore_logging():
+    """The root logger's handlers and level as they were before the test (for tests that set logging up)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)

@@ -166,7 +166,11 @@ def create_session(
     trt_fp16: bool = True,
 ):
     """An onnxruntime session with the preferred providers that are present; logs the one really used."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:  # the project's extras `cpu` / `gpu` carry it: a bare `pip install` has neither
+        raise ModelError("onnxruntime is not installed: pip install 'edge-detector[cpu]' (or [gpu] on x86_64 with "
+                         "an NVIDIA driver; on Jetson JetPack's onnxruntime-gpu wheel)") from None
 
     if not path.is_file():
         raise ModelError(

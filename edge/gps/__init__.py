@@ -16,33 +16,27 @@ __all__ = [
 
 
 def make_provider(cfg: GpsConfig, *, track_start: float | None = None) -> GpsProvider:
-    """The provider `cfg.provider` names, not yet started. Raises GpsConfigError (key path + message).
+    """The provider `cfg.provider` names, not yet started.
 
-    For 'track' the file is read here, so a missing or empty track fails at start-up; `track_start`
-    is the video's start (epoch) that maps media time to track time (None: use frame.captured_at)."""
+    What the configuration alone decides (a position for 'fixed', a file for 'track', …) is checked by
+    GpsConfig itself, so `edge config check` refuses the same. For 'track' the file is read here, an input:
+    a missing, unreadable or empty track raises TrackError (an unusable input, not a configuration error).
+    `track_start` is the video's start (epoch) that maps media time to track time (None: frame.captured_at)."""
     if cfg.provider == "none":
         return NoneProvider()
     if cfg.provider == "fixed":
-        missing = [(f"gps.{k}", "required when gps.provider is 'fixed'")
-                   for k in ("fixed_lat", "fixed_lon") if getattr(cfg, k) is None]
-        if missing:
-            raise GpsConfigError(missing)
-        assert cfg.fixed_lat is not None and cfg.fixed_lon is not None
+        assert cfg.fixed_lat is not None and cfg.fixed_lon is not None, "GpsConfig requires a fixed position"
         return FixedProvider(cfg.fixed_lat, cfg.fixed_lon, cfg.fixed_heading)
     if cfg.provider == "gpsd":
-        if not cfg.gpsd_host.strip():
-            raise GpsConfigError([("gps.gpsd_host", "required when gps.provider is 'gpsd'")])
         return GpsdProvider(cfg.gpsd_host, cfg.gpsd_port, max_age_s=cfg.max_age_s)
     if cfg.provider == "exif":
         return ExifProvider()
     if cfg.provider == "track":
-        if not cfg.track.strip():
-            raise GpsConfigError([("gps.track", "required when gps.provider is 'track' (an NMEA or GPX file)")])
         try:
             track = load_track(cfg.track)
         except TrackError as exc:
-            raise GpsConfigError([("gps.track", str(exc))]) from None
+            raise TrackError(f"gps.track {exc}") from None
         if not len(track):
-            raise GpsConfigError([("gps.track", f"{cfg.track}: no usable fixes ({track.bad} bad sentences/points)")])
+            raise TrackError(f"gps.track {cfg.track}: no usable fixes ({track.bad} bad sentences/points)")
         return TrackProvider(track, max_gap_s=cfg.track_max_gap_s, track_start=track_start)
-    raise GpsConfigError([("gps.provider", f"unknown provider {cfg.provider!r}")])
+    raise ValueError(f"unknown gps.provider {cfg.provider!r}")  # GpsConfig admits only the names above

@@ -87,9 +87,7 @@ def producer_config(cfg: KafkaConfig) -> dict[str, Any]:
         "log.connection.close": False,
         "security.protocol": cfg.security_protocol,
     }
-    if cfg.security_protocol.startswith("SASL_"):
-        if not cfg.sasl_username or not cfg.sasl_password.get_secret_value():
-            raise ValueError(f"kafka.security_protocol={cfg.security_protocol} needs kafka.sasl_username and kafka.sasl_password")
+    if cfg.security_protocol.startswith("SASL_"):  # KafkaConfig refuses SASL without credentials
         conf["sasl.mechanisms"] = cfg.sasl_mechanism
         conf["sasl.username"] = cfg.sasl_username
         conf["sasl.password"] = cfg.sasl_password.get_secret_value()

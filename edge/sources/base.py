@@ -44,6 +44,11 @@ class FrameSource(Protocol):
         """Frames `frames()` will yield, when known in advance (recordings); None for live sources."""
         ...
 
+    def set_fps(self, fps: float) -> None:
+        """Sample at `fps` from the next frame on (a SIGHUP reload); callable from any thread while `frames()`
+        runs. ValueError unless 0 < fps < inf."""
+        ...
+
     def close(self) -> None:
         """Release the device, file or connection; safe to call more than once."""
         ...

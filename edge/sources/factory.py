@@ -47,9 +47,7 @@ def open_source(cfg: SourceConfig, *, start_time: float | None = None) -> FrameS
     `frames()` and retried there, so a camera or stream that is not up yet is an outage, not an error.
     `start_time` (Unix seconds) dates a video file's frames; else cfg.start_time, else the file's mtime.
     """
-    uri = cfg.uri.strip()
-    if not uri:
-        raise SourceError("source.uri is empty: give a camera index, /dev/videoN, URL, video file or folder")
+    uri = cfg.uri.strip()  # SourceConfig refuses an empty uri and a start_time that is not ISO 8601
     kind: Kind = detect_kind(uri) if cfg.kind == "auto" else cfg.kind
     if kind in ("camera", "stream", "gstreamer"):
         return LiveSource(uri, kind, inference_fps=cfg.inference_fps, stall_timeout_s=cfg.stall_timeout_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -59,6 +60,11 @@ class ImageFolderSource:
         self.path = Path(path)
         self.inference_fps = float(inference_fps)
         self.stats = SourceStats()
+        self._lock = threading.Lock()
+        # timestamps advance by 1/inference_fps from (index, seconds); set_fps() moves this base so that they
+        # keep increasing at the new spacing (without a change, index / inference_fps exactly as before)
+        self._base: tuple[int, float] = (0, 0.0)
+        self._next_index = 0
         if self.path.is_dir():
             self.files = list_images(self.path)
             if not self.files:
@@ -72,15 +78,34 @@ class ImageFolderSource:
             raise SourceError(f"image folder {self.path}: neither a folder nor an image file")
         self.name = self.path.name
 
+    def set_fps(self, fps: float) -> None:
+        """Space the timestamps of the images still to come by 1/`fps` (every image is still read once)."""
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"inference_fps must be > 0, got {fps}")
+        with self._lock:
+            old = self.inference_fps
+            self._base = (self._next_index, self._timestamp(self._next_index))
+            self.inference_fps = float(fps)
+        log.info("image folder %s: timestamps at %g fps (was %g)", self.path, fps, old)
+
+    def _timestamp(self, index: int) -> float:
+        base_index, base_t = self._base
+        return base_t + (index - base_index) / self.inference_fps
+
     def expected_frames(self) -> int:
         return len(self.files)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        """One frame per image: index = position in the listing, timestamp = index / inference_fps,
-        captured_at = the file's modification time."""
+        """One frame per image: index = position in the listing, timestamp = index / inference_fps (the
+        spacing changes where set_fps() was called), captured_at = the file's modification time."""
+        with self._lock:
+            self._base, self._next_index = (0, 0.0), 0
         for index, file in enumerate(self.files):
             if stop.is_set():
                 return
+            with self._lock:
+                timestamp = self._timestamp(index)
+                self._next_index = index + 1
             self.stats.frames_read += 1
             try:
                 mtime = file.stat().st_mtime
@@ -94,7 +119,7 @@ class ImageFolderSource:
                 log.warning("image folder %s: %s (image %d) does not decode; skipped", self.path, file.name, index)
                 continue
             self.stats.frames_emitted += 1
-            yield Frame(index=index, timestamp_sec=index / self.inference_fps, captured_at=mtime, image=image,
+            yield Frame(index=index, timestamp_sec=timestamp, captured_at=mtime, image=image,
                         source=self.name, path=str(file))
         log.info("image folder %s: %d images, %d decoded", self.path, len(self.files), self.stats.frames_emitted)
 

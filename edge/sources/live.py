@@ -5,6 +5,8 @@ only the sampled ones, and hands them to `frames()` (the newest 8 at most). Samp
 that advances by the stream's own timestamps from frame to frame when they step plausibly
 (0 < step <= 1 s), and by the wall clock otherwise (no timestamps, a jump, a reconnect): HTTP/HLS
 streams arrive in bursts, and sampling them by arrival time alone would keep one frame per burst.
+`set_fps()` (a SIGHUP reload) changes the rate from any thread: the next sample comes one new period
+after the last one.
 
 When the source stops delivering (no frame for `stall_timeout_s`, read errors, or it cannot be
 opened) the reader logs one "source X lost: reason", reopens with capped exponential backoff with
@@ -84,7 +86,7 @@ class LiveSource:
         self.uri = uri
         self.kind: LiveKind = kind
         self.name = f"camera {uri}" if uri.isdigit() else display_name(uri)
-        self.period_s = 1.0 / inference_fps
+        self.period_s = 1.0 / inference_fps  # guarded by _grid_lock: set_fps() changes it from another thread
         self.stall_timeout_s = stall_timeout_s
         self.open_timeout_s = max(2.0 * stall_timeout_s, 5.0)
         self.reconnect_initial_s = reconnect_initial_s
@@ -109,8 +111,21 @@ class LiveSource:
         self._frame_index = -1
         self._clock = 0.0  # sampling clock, seconds: stream time steps where plausible, else wall-clock steps
         self._last_grab: float | None = None  # monotonic time of the previous good grab
+        self._grid_lock = threading.Lock()  # period_s, _next_due, _last_sample: the reader vs set_fps()
         self._next_due = 0.0  # sampling clock value at which the next frame may be emitted
+        self._last_sample: float | None = None  # sampling clock value of the last emitted frame
         self._opens = 0
+
+    def set_fps(self, fps: float) -> None:
+        """Sample at `fps` from now on; the next frame is due one new period after the last sampled one."""
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"inference_fps must be > 0, got {fps}")
+        with self._grid_lock:
+            old = 1.0 / self.period_s
+            self.period_s = 1.0 / fps
+            if self._last_sample is not None:  # else the first frame is due anyway
+                self._next_due = self._last_sample + self.period_s
+        log.info("source %s: sampling at %g fps (was %g)", self.name, fps, old)
 
     # -- opening ----------------------------------------------------------------------------------
     def _check_backend(self) -> None:
@@ -273,20 +288,31 @@ class LiveSource:
             pts = self._stream_time(cap)
             clock = self._advance_clock(now, pts, prev_pts)
             prev_pts = pts
-            if clock + _EPS_S < self._next_due:  # (frame times land on the grid exactly: float slack)
+            if not self._due(clock):
                 continue  # not sampled: no colour conversion
             ok, image = self._call(reader, "retrieve", cap.retrieve) or (False, None)
             if not ok or image is None or image.size == 0:
                 self.stats.corrupt_frames += 1
                 log.debug("source %s: frame %d does not decode; skipped", self.name, index)
                 continue
-            # stay on the 1/fps grid unless more than a period late (after a gap): then start a new one
-            late = clock - self._next_due
-            self._next_due = self._next_due + self.period_s if late < self.period_s else clock + self.period_s
+            self._sampled(clock)
             opened_at = self._opened_at if self._opened_at is not None else now
             self._publish(Frame(index=index, timestamp_sec=now - opened_at, captured_at=wall, image=image,
                                 source=self.name), reader, stop)
         return None, delivered
+
+    def _due(self, clock: float) -> bool:
+        with self._grid_lock:
+            return clock + _EPS_S >= self._next_due  # (frame times land on the grid exactly: float slack)
+
+    def _sampled(self, clock: float) -> None:
+        with self._grid_lock:
+            # stay on the 1/fps grid unless more than a period late (after a gap), or early because set_fps()
+            # moved the grid between _due() and here: then start a new grid at this frame
+            late = clock - self._next_due
+            on_grid = -_EPS_S <= late < self.period_s
+            self._next_due = (self._next_due if on_grid else clock) + self.period_s
+            self._last_sample = clock
 
     def _stream_time(self, cap: Any) -> float | None:
         """The stream's timestamp of the frame just grabbed, in seconds; None if it has none."""

@@ -116,6 +116,15 @@ class VideoFileSource:
             start_time = self.path.stat().st_mtime
         self.start_time = float(start_time)
 
+    def set_fps(self, fps: float) -> None:
+        """Sample at `fps` from the next frame on. The grid stays anchored at media time 0: from then on the
+        same frames are chosen as by a replay started at `fps`."""
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"inference_fps must be > 0, got {fps}")
+        with self._lock:
+            old, self.inference_fps = self.inference_fps, float(fps)
+        log.info("video file %s: sampling at %g fps (was %g)", self.path, fps, old)
+
     def expected_frames(self) -> int | None:
         """How many frames sampling will emit, from the container's frame count (for progress and ETA)."""
         if self.frame_count <= 0 or self.fps <= 0:
@@ -169,16 +178,21 @@ class VideoFileSource:
     def _sample(self, cap: Any, stop: threading.Event) -> Iterator[Frame]:
         index = -1  # index of the last decoded frame in the file
         t: float | None = None
-        next_instant = 0  # k: the next sampling instant is k / inference_fps
+        next_instant = 0  # k: the next sampling instant is k / fps
+        fps = self.inference_fps
+        sampled_t: float | None = None  # media time of the last emitted frame
         corrupt_logged = 0
         while not stop.is_set():
+            if self.inference_fps != fps:  # set_fps() from another thread: the next instant on the new grid
+                fps = self.inference_fps
+                next_instant = 0 if sampled_t is None else math.floor(sampled_t * fps + _EPS) + 1
             if not self._grab(cap, index):
                 self._report_end(index + 1)
                 return
             index += 1
             self.stats.frames_read += 1
             t = self._media_time(cap, index, t)
-            if t + _EPS < next_instant / self.inference_fps:
+            if t + _EPS < next_instant / fps:
                 continue  # not a sampling instant: grab only, no colour conversion
             ok, image = cap.retrieve()
             if not ok or image is None or image.size == 0:
@@ -188,7 +202,8 @@ class VideoFileSource:
                     log.warning("video file %s: frame %d (t=%.3f s) does not decode; skipped%s", self.path, index,
                                 t, "" if corrupt_logged < _MAX_CORRUPT_LOGS else " (further ones not logged)")
                 continue  # the next good frame takes this sampling instant
-            next_instant = math.floor(t * self.inference_fps + _EPS) + 1
+            next_instant = math.floor(t * fps + _EPS) + 1
+            sampled_t = t
             self.stats.frames_emitted += 1
             yield Frame(index=index, timestamp_sec=t, captured_at=self.start_time + t, image=image,
                         source=self.name)

@@ -20,6 +20,11 @@ if the test process itself is killed, `unshare --kill-child` and a parent-death 
 
 The namespace shares the host's files except /tmp, /var/tmp, /var/log/journal and /run, and has only a
 loopback network. Keep test files under the repository (`work_dir()`), never under /tmp.
+
+`private_dirs=("/etc", "/opt", ...)` gives those directories a copy-on-write layer inside the namespace (an
+overlay whose upper layer is a tmpfs of the namespace): what a test does there as root (useradd, an install
+under /opt, a unit in /etc/systemd/system) is seen inside and vanishes with the namespace, while the host's
+directories stay as they were.
 """
 
 from __future__ import annotations
@@ -89,8 +94,9 @@ class SystemdNamespace:
     """systemd as PID 1 in new pid/mount/net/uts/ipc namespaces; a context manager."""
 
     def __init__(self, workdir: Path, *, target: str | None = "basic.target", boot_timeout: float = 120.0,
-                 private_journal: bool = True):
+                 private_journal: bool = True, private_dirs: tuple[str, ...] = ()):
         self.workdir = Path(workdir)
+        self.private_dirs = private_dirs
         self.target = target
         self.boot_timeout = boot_timeout
         self.private_journal = private_journal
@@ -106,8 +112,22 @@ class SystemdNamespace:
         if self.target:
             exec_line += f" --unit={shlex.quote(self.target)}"
         mounts = RECIPE_MOUNTS + (f" && {JOURNAL_MOUNT}" if self.private_journal else "")
+        if self.private_dirs:
+            mounts += " && " + self._overlay_mounts()
         # --kill-child: unshare takes the namespace down with it when it dies; see _die_with_parent
         return ["setsid", *UNSHARE, "--kill-child", "bash", "-c", f"{mounts} && {exec_line}"]
+
+    def _overlay_mounts(self) -> str:
+        """Shell commands (run inside the new mount namespace, before systemd) that put a tmpfs-backed overlay on
+        each private dir. The layers live on a tmpfs mounted over a directory of the work dir, not under /tmp:
+        systemd-tmpfiles empties /tmp at boot, which would pull the upper layers from under the overlays."""
+        layers = shlex.quote(str(self.workdir / "overlay-layers"))
+        steps = [f"mkdir -p {layers}", f"mount -t tmpfs tmpfs {layers}"]
+        for i, path in enumerate(self.private_dirs):
+            upper, work, target = f"{layers}/{i}/upper", f"{layers}/{i}/work", shlex.quote(path)
+            steps += [f"mkdir -p {upper} {work} {target}",
+                      f"mount -t overlay overlay -o lowerdir={target},upperdir={upper},workdir={work} {target}"]
+        return " && ".join(steps)
 
     def __enter__(self) -> SystemdNamespace:
         reason = unavailable_reason()
@@ -132,6 +152,10 @@ class SystemdNamespace:
         if not self._tmp_is_private():  # cannot happen with `&&`; if it ever does, stop before tmpfiles runs
             os.kill(self.pid, signal.SIGKILL)
             raise RuntimeError("the namespace's /tmp is not a tmpfs: killed its systemd at once")
+        shared = [d for d in self.private_dirs if self._mount_types().get(d) != "overlay"]
+        if shared:  # a test that writes there as root would change the host: stop before it can
+            os.kill(self.pid, signal.SIGKILL)
+            raise RuntimeError(f"no private overlay on {shared} in the namespace: killed its systemd at once")
         state = poll(self._system_state, self.boot_timeout, 0.5, "systemctl is-system-running --wait")
         if state not in ("running", "degraded"):
             raise RuntimeError(f"systemd in the namespace is {state!r}: {self.sh('systemctl --failed').stdout}")
@@ -148,15 +172,20 @@ class SystemdNamespace:
                 todo.append(child)
         return None
 
-    def _tmp_is_private(self) -> bool:
+    def _mount_types(self) -> dict[str, str]:
+        """Mount point → file system type in the namespace (the last mount on a path wins)."""
         try:
             mounts = Path(f"/proc/{self.pid}/mountinfo").read_text().splitlines()
         except OSError:
-            return False
+            return {}
         seen = {}
-        for line in mounts:  # "... mountpoint options - fstype source ..." (the last mount on a path wins)
+        for line in mounts:  # "... mountpoint options - fstype source ..."
             fields = line.split()
             seen[fields[4]] = fields[fields.index("-") + 1]
+        return seen
+
+    def _tmp_is_private(self) -> bool:
+        seen = self._mount_types()
         return seen.get("/tmp") == "tmpfs" and seen.get("/var/tmp") == "tmpfs"
 
     def _system_state(self) -> str:
@@ -279,9 +308,9 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def namespace_fixture():  # noqa: ANN201 - a pytest fixture function
-    """A module-scoped `sd` fixture: one booted namespace per test module, torn down even on failure, and a
-    check that the host's /tmp survived (the recipe's one danger)."""
+def namespace_fixture(**options: object):  # noqa: ANN201 - a pytest fixture function
+    """A module-scoped `sd` fixture: one booted namespace per test module (`options` go to SystemdNamespace),
+    torn down even on failure, and a check that the host's /tmp survived (the recipe's one danger)."""
     import tempfile
 
     import pytest
@@ -291,7 +320,7 @@ def namespace_fixture():  # noqa: ANN201 - a pytest fixture function
         marker = Path(tempfile.mkstemp(prefix="edge-systemd-host-marker-", dir="/tmp")[1])
         workdir = work_dir()
         try:
-            with SystemdNamespace(workdir) as namespace:
+            with SystemdNamespace(workdir, **options) as namespace:  # type: ignore[arg-type]
                 yield namespace
         except SystemdUnavailable as exc:
             pytest.skip(f"no namespaced systemd: {exc}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from stream_helpers import FfmpegStreamServer, ffmpeg_path, free_port, wait_until
 
@@ -14,6 +17,28 @@ from edge.buffers import BoundedQueue, Closed
 from edge.config import SourceConfig
 from edge.sources import Capture, LiveSource, open_source
 from edge.types import Frame
+
+@contextlib.contextmanager
+def capture_running(server: FfmpegStreamServer, source: LiveSource, queue_size: int,
+                    ) -> Iterator[tuple[Capture, threading.Thread, Collector]]:
+    """Serves the stream, runs the capture and a collector; on exit stops them, kills the server, closes the source."""
+    stop = threading.Event()
+    q = Capture.queue_for(source, queue_size)
+    capture = Capture(source, q)
+    thread = threading.Thread(target=capture.run, args=(stop,), name="test-capture", daemon=True)
+    collector = Collector(q)
+    try:
+        server.start()
+        thread.start()
+        collector.thread.start()
+        yield capture, thread, collector
+    finally:
+        stop.set()
+        if thread.ident is not None:
+            thread.join(10)
+        server.kill()
+        source.close()
+
 
 pytestmark = pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg not installed: cannot serve a live stream")
 
@@ -47,44 +72,28 @@ def test_stream_outage_is_detected_and_recovered(data_dir: Path, caplog: pytest.
                        reconnect_max_s=1.0, queue_size=4)
     source = open_source(cfg)
     assert isinstance(source, LiveSource) and source.kind == "stream", f"an http URL is a stream: {source!r}"
-    stop = threading.Event()
-    q = Capture.queue_for(source, cfg.queue_size)
-    capture = Capture(source, q)
-    capture_thread = threading.Thread(target=capture.run, args=(stop,), name="test-capture", daemon=True)
-    collector = Collector(q)
-    try:
-        with caplog.at_level(logging.INFO, logger="edge.sources"):
-            server.start()
-            capture_thread.start()
-            collector.thread.start()
+    with caplog.at_level(logging.INFO, logger="edge.sources"), \
+            capture_running(server, source, cfg.queue_size) as (capture, capture_thread, collector):
+        # then frames flow at about 5 fps
+        wait_until(lambda: len(collector.frames) >= 8, "8 frames from the live stream", timeout=30)
+        first = list(collector.frames)
+        assert first[0].image.shape == (360, 480, 3), f"decoded 480x360 BGR frames, got {first[0].image.shape}"
+        # ffmpeg's HTTP output arrives in bursts; sampling follows stream time: 5 of every 17.5 frames
+        ratio = source.stats.frames_emitted / source.stats.frames_read
+        assert 0.2 < ratio < 0.4, f"about 5/17.5 of the frames are sampled, got {source.stats}"
+        assert all(b.timestamp_sec > a.timestamp_sec for a, b in zip(first, first[1:])), "timestamps increase"
+        assert source.stats.outages == 0, f"no outage while the stream is up: {source.stats}"
 
-            # then frames flow at about 5 fps
-            wait_until(lambda: len(collector.frames) >= 8, "8 frames from the live stream", timeout=30)
-            first = list(collector.frames)
-            assert first[0].image.shape == (360, 480, 3), f"decoded 480x360 BGR frames, got {first[0].image.shape}"
-            # ffmpeg's HTTP output arrives in bursts; sampling follows stream time: 5 of every 17.5 frames
-            ratio = source.stats.frames_emitted / source.stats.frames_read
-            assert 0.2 < ratio < 0.4, f"about 5/17.5 of the frames are sampled, got {source.stats}"
-            assert all(b.timestamp_sec > a.timestamp_sec for a, b in zip(first, first[1:])), "timestamps increase"
-            assert source.stats.outages == 0, f"no outage while the stream is up: {source.stats}"
-
-            # when the server dies, the source notices
-            server.kill()
-            killed_at = time.time()
-            wait_until(lambda: source.stats.outages >= 1, "the source to report an outage", timeout=20)
-            assert source.stats.in_outage, f"the source says it is in an outage: {source.stats}"
-
-            # and when it comes back on the same port, the source reconnects and frames flow again
-            server.start()
-            wait_until(lambda: len(collector.after(killed_at)) >= 5, "frames after the stream came back", timeout=40)
-            wait_until(lambda: not source.stats.in_outage, "the outage to end", timeout=5)
-    finally:
-        stop.set()
-        if capture_thread.ident is not None:
-            capture_thread.join(10)
+        # when the server dies, the source notices
         server.kill()
-        source.close()
+        killed_at = time.time()
+        wait_until(lambda: source.stats.outages >= 1, "the source to report an outage", timeout=20)
+        assert source.stats.in_outage, f"the source says it is in an outage: {source.stats}"
 
+        # and when it comes back on the same port, the source reconnects and frames flow again
+        server.start()
+        wait_until(lambda: len(collector.after(killed_at)) >= 5, "frames after the stream came back", timeout=40)
+        wait_until(lambda: not source.stats.in_outage, "the outage to end", timeout=5)
     assert not capture_thread.is_alive(), "capture ends promptly after stop"
     assert capture.error is None, f"capture raised {capture.error!r}"
     stats = source.stats
@@ -96,3 +105,28 @@ def test_stream_outage_is_detected_and_recovered(data_dir: Path, caplog: pytest.
     assert lost and server.url in lost[0], f"the gap is logged with the source's name: {messages}"
     assert len(lost) == stats.outages, f"one 'lost' line per outage: {lost}"
     assert back, f"the recovery is logged: {messages}"
+
+
+def test_set_fps_changes_the_sampling_rate_of_a_live_stream(data_dir: Path) -> None:
+    # given the 17.5 fps clip served as a live stream and read at 5 fps: a frame every 3.5 stream frames
+    video = data_dir / "video" / "sf_dashcam_traffic_lights.mp4"
+    server = FfmpegStreamServer(video, free_port())
+    source = open_source(SourceConfig(uri=server.url, inference_fps=5, stall_timeout_s=5.0, queue_size=64))
+    with capture_running(server, source, 64) as (capture, _thread, collector):
+        wait_until(lambda: len(collector.frames) >= 10, "10 frames at 5 fps", timeout=30)
+        # when the rate drops to 2 fps while the stream plays (what a SIGHUP reload does)
+        source.set_fps(2)
+        held = len(collector.frames)
+        # a frame every 8.75 stream frames from then on: 12 of them, with what was still in flight
+        wait_until(lambda: len(collector.frames) >= held + 12, "12 frames after set_fps(2)", timeout=30)
+    assert capture.error is None and source.stats.outages == 0, f"a steady stream: {capture.error!r}, {source.stats}"
+    assert source.stats.dropped == 0, f"nothing dropped, so every gap is a sampling step: {source.stats}"
+    # then, in stream time (a frame index is 1/17.5 s of the stream, deterministic unlike arrival times), the
+    # steps between sampled frames are 3 or 4 frames (3.5 on average) before, 8 or 9 (8.75) after. The first
+    # two steps are left out: the stream's first frames carry no usable timestamps yet (wall-clock sampling).
+    steps = [int(s) for s in np.diff([f.index for f in collector.frames])]
+    switch = next(i for i, s in enumerate(steps) if i >= 2 and s not in (3, 4))
+    assert switch >= held - 1, f"5 fps until set_fps: steps {steps}, {held} frames before the call"
+    assert set(steps[switch:]) <= {8, 9} and len(steps[switch:]) >= 8, f"2 fps after it: steps {steps}"
+    window = steps[switch:switch + 8]
+    assert abs(sum(window) / len(window) - 17.5 / 2) <= 0.25, f"2 frames per 17.5 stream frames: {window}"

@@ -104,6 +104,20 @@ def _msg(record: dict) -> str:
     return bytes(value).decode(errors="replace") if isinstance(value, list) else str(value)
 
 
+def _check_journal_is_structured(journal: list[dict], unit: str) -> None:
+    """Every record of the service is one of ours, with its fields; the library chatter went through logging."""
+    ours = [r for r in journal if r.get("SYSLOG_IDENTIFIER") == "edge-detector"]
+    assert len(ours) > 20, f"the service's own records: {[_msg(r) for r in journal][-20:]}"
+    missing = [r for r in ours if not (r.get("EDGE_STAGE") and r.get("VEHICLE_ID") and r.get("SESSION_ID"))]
+    assert not missing, f"{len(missing)} of {len(ours)} records lack EDGE_STAGE/VEHICLE_ID/SESSION_ID: {missing[:3]}"
+    assert any(r.get("DETECTION_ID") for r in ours), "one record per detection event, with DETECTION_ID"
+    # Lines written to the service's stdout/stderr stream (journald marks them _TRANSPORT=stdout) could only be
+    # what comes before `edge run` captures fds 1 and 2 (a configuration error, an import-time warning) or after
+    # it gives them back at exit: none in a healthy run, also across the watchdog restart and the stop.
+    stream = [_msg(r) for r in journal if r.get("_TRANSPORT") == "stdout" and r.get("_SYSTEMD_UNIT") == unit]
+    assert stream == [], f"{len(stream)} plain stream lines from the service: {stream[:10]}"
+
+
 def _topic_ids(sd: SystemdNamespace, seconds: float = 4) -> list[str]:
     out = sd.run(_python(str(TOOL), "ids", BOOTSTRAP, TOPIC, str(seconds)), timeout=seconds + 60, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -131,7 +145,7 @@ def test_edge_run_under_systemd(sd: SystemdNamespace, data_dir: Path):
     rec = running[0]
     assert rec.get("VEHICLE_ID") == "sd-vehicle" and rec.get("EDGE_STAGE"), f"structured fields: {rec}"
     assert rec.get("PRIORITY") == "6" and rec.get("CODE_FILE", "").endswith(".py"), f"priority and code location: {rec}"
-    assert any(r.get("SESSION_ID") for r in sd.journal(unit)), "SESSION_ID set once the session is known"
+    assert rec.get("SESSION_ID"), f"the session is known before the first record: {rec}"
 
     # events accumulate in the spool while the broker is absent
     before_hang = poll(lambda: (ids := _spooled_ids(work)) and len(ids) >= 5 and ids, timeout=120,
@@ -160,6 +174,8 @@ def test_edge_run_under_systemd(sd: SystemdNamespace, data_dir: Path):
     assert sd.show(unit, "ExecMainStatus") == "0", f"clean exit: {sd.show(unit, 'ExecMainStatus')}"
     status = json.loads((work / "run" / "status.json").read_text())
     assert status["state"] == "stopped", f"final status written: {status}"
+    assert isinstance(status.get("native_log_lines"), int), f"native output is counted: {status}"
+    _check_journal_is_structured(sd.journal(unit), unit)
     left = set(_spooled_ids(work))
     if status.get("drained"):
         assert not left, f"a drained spool is empty after stop, {len(left)} left"

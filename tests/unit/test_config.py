@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from edge.cli import main
-from edge.config import ConfigError, load_config
+from edge.config import ENV_OVERRIDES, ConfigError, KafkaConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,3 +101,132 @@ def test_config_check_command(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "spool.when_full" in err and "spool.max_bytes" in err, f"both keys should be named: {err}"
     assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2, "a missing file should exit 2"
+
+
+# --- rules that span keys: what `edge run` would refuse at start, `edge config check` refuses too -------------
+
+SASL_MISSING = ["kafka.sasl_username", "kafka.sasl_password"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "keys"),
+    [
+        pytest.param('[gps]\nprovider = "fixed"\n', {}, ["gps.fixed_lat", "gps.fixed_lon"], id="fixed-no-position"),
+        pytest.param('[gps]\nprovider = "fixed"\nfixed_lat = 52.1\n', {}, ["gps.fixed_lon"], id="fixed-no-lon"),
+        pytest.param('[gps]\nprovider = "track"\n', {}, ["gps.track"], id="track-no-file"),
+        pytest.param('[gps]\nprovider = "track"\ntrack = "  "\n', {}, ["gps.track"], id="track-blank"),
+        pytest.param('[gps]\nprovider = "gpsd"\ngpsd_host = ""\n', {}, ["gps.gpsd_host"], id="gpsd-no-host"),
+        pytest.param('[kafka]\nsecurity_protocol = "SASL_SSL"\n', {}, SASL_MISSING, id="sasl-ssl-no-credentials"),
+        pytest.param('[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\nbootstrap_servers = "b:9092"\n', {},
+                     SASL_MISSING, id="sasl-plaintext-no-credentials"),
+        pytest.param('[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_username = "KEY"\n', {},
+                     ["kafka.sasl_password"], id="sasl-no-password"),
+        pytest.param('[kafka]\nsecurity_protocol = "SASL_SSL"\n', {"KAFKA_SASL_PASSWORD": "pw"},
+                     ["kafka.sasl_username"], id="sasl-password-from-env-only"),
+        pytest.param("", {"KAFKA_SASL_USERNAME": "KEY"}, [], id="plaintext-ignores-credentials"),
+        pytest.param('[source]\nuri = " "\n', {}, ["source.uri"], id="source-uri-blank"),
+        pytest.param('[source]\nstart_time = "yesterday"\n', {}, ["source.start_time"], id="start-time-not-iso"),
+    ],
+)
+def test_rules_across_keys_name_the_key(tmp_path, toml, env, keys):
+    # given a file (and environment) that `edge run` could not start with
+    path = tmp_path / "edge.toml"
+    path.write_text(toml)
+    # when it is loaded, then every offending key is named, and nothing else
+    if not keys:
+        load_config(path, env=env)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env)
+    named = [key for key, _ in info.value.problems]
+    assert named == keys, f"expected exactly the key paths {keys}, got {info.value.problems}"
+    assert all(msg for _, msg in info.value.problems), f"every key has a message: {info.value.problems}"
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        '[gps]\nprovider = "fixed"\nfixed_lat = 52.1\nfixed_lon = 4.9\n',
+        '[gps]\nprovider = "track"\ntrack = "/nonexistent/drive.nmea"\n',  # the file is an input, checked by run
+        '[source]\nstart_time = "2024-05-01T08:30:00Z"\n',
+    ],
+)
+def test_complete_settings_are_accepted(tmp_path, toml):
+    path = tmp_path / "edge.toml"
+    path.write_text(toml)
+    cfg = load_config(path, env={})
+    assert cfg is not None, f"a complete configuration should load: {toml!r}"
+
+
+def test_sasl_credentials_merged_from_environment_and_systemd(tmp_path):
+    # given SASL in the file, the user name in the environment, the password as a systemd credential
+    path = tmp_path / "edge.toml"
+    path.write_text('[kafka]\nbootstrap_servers = "b:9092"\nsecurity_protocol = "SASL_SSL"\n')
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "kafka_sasl_password").write_text("s3cret\n")
+    env = {"KAFKA_SASL_USERNAME": "KEY", "CREDENTIALS_DIRECTORY": str(creds)}
+    # then the merged configuration is valid
+    cfg = load_config(path, env=env)
+    assert (cfg.kafka.sasl_username, cfg.kafka.sasl_password.get_secret_value()) == ("KEY", "s3cret"), (
+        "user name from KAFKA_SASL_USERNAME, password from the credential")
+    # and without the credential only the password is missing, and it is not echoed
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"KAFKA_SASL_USERNAME": "KEY"})
+    assert [k for k, _ in info.value.problems] == ["kafka.sasl_password"], f"got {info.value.problems}"
+    assert "kafka_sasl_password" in str(info.value), f"the message says where the password comes from: {info.value}"
+
+
+def test_sasl_error_never_shows_the_password():
+    # given a password but no user name, when the section is refused as a whole
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={"KAFKA_SASL_PASSWORD": "hunter2", "KAFKA_BOOTSTRAP_SERVERS": "b:9092"},
+                    overrides={"kafka.security_protocol": "SASL_SSL"})
+    assert "hunter2" not in str(info.value), f"the password must not appear in the config error: {info.value}"
+    with pytest.raises(ValidationError) as direct:
+        KafkaConfig(security_protocol="SASL_SSL", sasl_password="hunter2")
+    assert "hunter2" not in str(direct.value), f"nor in the model's own error text: {direct.value}"
+
+
+ISSUE_CONFIGS = [
+    ('[gps]\nprovider = "fixed"\n', "gps.fixed_lat"),
+    ('[gps]\nprovider = "track"\n', "gps.track"),
+    ('[kafka]\nbootstrap_servers = "b:9092"\nsecurity_protocol = "SASL_SSL"\n', "kafka.sasl_username"),
+]
+
+
+@pytest.mark.parametrize(("toml", "key"), ISSUE_CONFIGS, ids=["fixed", "track", "sasl"])
+def test_config_check_cli_refuses_what_run_would(tmp_path, toml, key):
+    # given one of the configurations `edge config check` used to pass and `edge run` refused
+    path = tmp_path / "edge.toml"
+    path.write_text(toml)
+    drop = {*ENV_OVERRIDES, "CREDENTIALS_DIRECTORY", "EDGE_CONFIG"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    # when the real command checks it
+    proc = subprocess.run([sys.executable, "-m", "edge", "config", "check", str(path)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    # then it exits 2 and names the key, without a traceback
+    assert proc.returncode == 2, f"config check should exit 2, got {proc.returncode}: {proc.stderr}"
+    assert f"config error: {path}: {key}: " in proc.stderr, f"stderr should name {key}: {proc.stderr}"
+    assert "Traceback" not in proc.stderr, f"no traceback expected: {proc.stderr}"
+    assert "OK" not in proc.stdout, f"nothing should be reported OK: {proc.stdout}"
+
+
+def test_reload_refuses_what_start_would(tmp_path, caplog):
+    # given a running daemon, when its file is changed to a GPS provider without its settings and reloaded
+    from edge.daemon import Daemon
+
+    path = tmp_path / "edge.toml"
+    path.write_text("")
+    daemon = Daemon(load_config(path, env={}), path)
+    path.write_text('[gps]\nprovider = "fixed"\n[detector]\nconfidence = 0.6\n')
+    caplog.set_level(logging.ERROR, logger="edge.daemon")
+    daemon._apply_reload(_NoDetector(), object())
+    # then the reload is rejected with the key, and the running configuration is kept
+    assert "gps.fixed_lat" in caplog.text, f"the rejection should name gps.fixed_lat: {caplog.text}"
+    assert daemon.cfg.detector.confidence == 0.25, "the running configuration should be kept"
+
+
+class _NoDetector:
+    def set_thresholds(self, *args):
+        raise AssertionError("a rejected reload must not reach the detector")

@@ -22,9 +22,11 @@ class FakeDetector:
 class FakeSource:
     def __init__(self):
         self.fps = None
+        self.calls = 0
 
     def set_fps(self, fps):
         self.fps = fps
+        self.calls += 1
 
 
 def _daemon(tmp_path: Path, text: str) -> tuple[Daemon, Path]:
@@ -41,14 +43,16 @@ def test_reload_applies_thresholds_and_names_what_needs_a_restart(tmp_path, capl
     caplog.set_level(logging.INFO, logger="edge.daemon")
     daemon._apply_reload(detector, source)
     assert detector.applied == (0.5, 0.7, ["stop sign"]), f"thresholds and class filter applied: {detector.applied}"
-    assert source.fps == 2, "the sampling rate is applied"
+    assert source.fps == 2 and source.calls == 1, "the sampling rate is applied to the source"
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("reloaded"))
-    assert "confidence" in line and "classes" in line and "inference_fps" in line, f"says what changed: {line}"
+    assert "detector.confidence 0.25 → 0.5" in line and "classes" in line, f"says what changed, from what: {line}"
+    assert "source.inference_fps 5.0 → 2.0" in line, f"says the new sampling rate: {line}"
     assert "needs a restart to apply: kafka" in line, f"says kafka needs a restart: {line}"
     caplog.clear()
     daemon._apply_reload(detector, source)
     again = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("reloaded"))
-    assert "changed nothing" in again, f"a second reload of the same file changes nothing: {again}"
+    assert "applied nothing" in again, f"a second reload of the same file changes nothing: {again}"
+    assert source.calls == 1, "an unchanged rate is not set again"
     logging.getLogger().setLevel(logging.WARNING)
 
 

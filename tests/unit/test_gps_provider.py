@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from edge.config import ConfigError, GpsConfig
 from edge.gps import (
-    ExifProvider, FixedProvider, GpsConfigError, GpsdProvider, GpsProvider, NoneProvider, TrackProvider, make_provider,
+    ExifProvider, FixedProvider, GpsdProvider, GpsProvider, NoneProvider, TrackError, TrackProvider, make_provider,
 )
 from edge.gps.cli import watch
 from edge.gps.nmea import sentence
@@ -119,28 +120,38 @@ def test_make_provider_picks_by_config(cfg, kind):
 
 
 @pytest.mark.parametrize(
-    "cfg, keys",
+    "settings, keys",
     [
-        (GpsConfig(provider="fixed", fixed_lon=2.0), ["gps.fixed_lat"]),
-        (GpsConfig(provider="fixed"), ["gps.fixed_lat", "gps.fixed_lon"]),
-        (GpsConfig(provider="track"), ["gps.track"]),
-        (GpsConfig(provider="track", track="/nonexistent/drive.nmea"), ["gps.track"]),
-        (GpsConfig(provider="gpsd", gpsd_host=" "), ["gps.gpsd_host"]),
+        ({"provider": "fixed", "fixed_lon": 2.0}, ["fixed_lat"]),
+        ({"provider": "fixed"}, ["fixed_lat", "fixed_lon"]),
+        ({"provider": "track"}, ["track"]),
+        ({"provider": "gpsd", "gpsd_host": " "}, ["gpsd_host"]),
     ],
 )
-def test_bad_combinations_name_the_key(cfg, keys):
-    with pytest.raises(GpsConfigError) as info:
-        make_provider(cfg)
-    err = info.value
-    assert isinstance(err, ValueError) and isinstance(err, ConfigError), "a ValueError and a ConfigError"
-    assert [k for k, _ in err.problems] == keys and err.key == keys[0], f"key paths: {err.problems}"
-    assert keys[0] in str(err), f"message names the key: {err}"
+def test_bad_combinations_are_refused_by_the_config_itself(settings, keys):
+    # a provider without its settings never reaches make_provider: GpsConfig refuses it (`edge config check` too)
+    with pytest.raises(ValidationError) as info:
+        GpsConfig(**settings)
+    named = [name for err in info.value.errors() for name, _ in err["ctx"]["error"].problems]
+    assert named == keys, f"GpsConfig({settings}) should name {keys}, got {named}"
 
 
-def test_track_without_fixes_is_a_config_error(tmp_path):
-    (tmp_path / "empty.nmea").write_text("$GPRMC,,V,,,,,,,,,,N*53\n")
-    with pytest.raises(GpsConfigError, match="no usable fixes"):
-        make_provider(GpsConfig(provider="track", track=str(tmp_path / "empty.nmea")))
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "cannot read"),
+        ("$GPRMC,,V,,,,,,,,,,N*53\n", "no usable fixes"),
+    ],
+)
+def test_unusable_track_file_is_an_input_error(tmp_path, content, expected):
+    # the file is an input, not configuration: a TrackError (exit 3), not a ConfigError (exit 2)
+    path = tmp_path / "drive.nmea"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(TrackError) as info:
+        make_provider(GpsConfig(provider="track", track=str(path)))
+    assert not isinstance(info.value, ConfigError), f"an unusable track file is not a config error: {info.value!r}"
+    assert expected in str(info.value) and "gps.track" in str(info.value), f"names the key and why: {info.value}"
 
 
 def test_track_provider_from_config(tmp_path):

@@ -27,18 +27,6 @@ from edge.service import (
 )
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
-
-
 class Sent(list):
     def __call__(self, state: str) -> bool:
         self.append(state)

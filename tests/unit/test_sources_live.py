@@ -197,3 +197,55 @@ def test_a_reader_stuck_in_grab_is_replaced(caplog: pytest.LogCaptureFixture) ->
     finally:
         world.release_hang.set()
     assert any("abandoning" in r.getMessage() for r in caplog.records), "the hung reader is reported"
+
+
+class TimedStream(FakeCamera):
+    """A 30 fps stream with its own timestamps, grabbed faster than real time (sampling follows stream time),
+    that holds its next frame after `pause_at` frames until `resume` is set."""
+
+    def __init__(self, world: World, pause_at: int, resume: threading.Event):
+        super().__init__(world)
+        self.n = 0
+        self.pause_at, self.resume = pause_at, resume
+
+    def grab(self) -> bool:
+        if self.n == self.pause_at:
+            self.resume.wait(10)
+        self.world.release_hang.wait(0.004)  # quicker than 1/30 s: the test does not wait for real time
+        self.n += 1
+        return self.opened
+
+    def get(self, prop: int) -> float:
+        return self.n * 1000 / 30 if prop == cv2.CAP_PROP_POS_MSEC else 0.0
+
+
+@pytest.mark.parametrize(("before", "after"), [(10, 5), (5, 10), (10, 2)])
+def test_set_fps_changes_the_rate_from_the_next_frame(before: float, after: float) -> None:
+    # given a 30 fps stream sampled at `before` fps, held after its 25th frame (index 24, a sampled one)
+    world, resume = World(), threading.Event()
+    src = LiveSource("http://cam/live.ts", "stream", inference_fps=before,
+                     open_capture=lambda: TimedStream(world, 25, resume))
+    step_before, step_after = round(30 / before), round(30 / after)
+    try:
+        with Consumer(src, maxsize=256) as c:
+            wait_for(lambda: bool(c.frames) and c.frames[-1].index == 24, "the frames up to the pause")
+            # when the rate changes (from another thread, as a SIGHUP reload does) and the stream goes on
+            src.set_fps(after)
+            resume.set()
+            held = len(c.frames)
+            wait_for(lambda: len(c.frames) >= held + 6, f"6 more frames at {after} fps")
+    finally:
+        resume.set()
+    # then the frame one new period (in stream time) after the last sampled one is the next sample
+    indices = [f.index for f in c.frames]
+    assert src.stats.dropped == 0, f"nothing dropped, so every gap is a sampling step: {src.stats}"
+    assert indices[:held] == list(range(0, 25, step_before)), f"a frame every {step_before} before: {indices}"
+    expected = [24 + step_after * k for k in range(1, 7)]
+    assert indices[held:held + 6] == expected, f"a frame every {step_after} after, from the first: {indices}"
+
+@pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf")])
+def test_set_fps_rejects_a_rate_that_is_not_positive(fps: float) -> None:
+    src = make_source(World())
+    with pytest.raises(ValueError, match="inference_fps"):
+        src.set_fps(fps)
+    assert src.period_s == pytest.approx(1 / 20), "the running rate is kept"
