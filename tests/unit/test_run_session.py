@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import pytest
 
 from edge import cli, native, service
 from edge.daemon import Daemon
