@@ -60,12 +60,16 @@ die() { log "error: $*"; exit 1; }
 # set -e stops at the first failed command: say which, so the last line is never a bare exit status
 trap 'rc=$?; log "error: failed (exit $rc) at line $LINENO: $BASH_COMMAND"; exit $rc' ERR
 
+ARGS=("$@")
+needs_value() {  # $1 = option, $2 = what follows it
+  [[ -n "${2:-}" && "$2" != -* ]] || die "$1 needs a value"
+}
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --prefix) PREFIX="${2:?--prefix needs a directory}"; shift 2 ;;
-    --model) MODEL="${2:?--model needs a path}"; shift 2 ;;
-    --config) CONFIG="${2:?--config needs a file}"; shift 2 ;;
-    --wheelhouse) WHEELHOUSE="${2:?--wheelhouse needs a directory}"; shift 2 ;;
+    --prefix) needs_value "$@"; PREFIX="$2"; shift 2 ;;
+    --model) needs_value "$@"; MODEL="$2"; shift 2 ;;
+    --config) needs_value "$@"; CONFIG="$2"; shift 2 ;;
+    --wheelhouse) needs_value "$@"; WHEELHOUSE="$2"; shift 2 ;;
     --cpu) ORT=cpu; shift ;;
     --gpu) ORT=gpu; shift ;;
     --no-start) START=0; shift ;;
@@ -83,7 +87,7 @@ done
 # Root runs everything directly; anyone else goes through sudo, and only where sudo exists.
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || die "run as root (there is no sudo here): su -c '$0 $*'"
+  command -v sudo >/dev/null || die "run as root (there is no sudo here): su -c '$0 ${ARGS[*]}'"
   SUDO=sudo
 fi
 
@@ -99,7 +103,7 @@ apt_install() {
 
 # An interpreter the service can run: the unit's ProtectHome=yes hides /root, /home and /run/user, so one
 # there (pyenv, conda, a user's build) would fail the unit with 203/EXEC. The dev set-up may use any.
-pick_python() {  # $1 = "service" or "dev"
+pick_python() {  # $1 = "service" or "dev"; sets PY (no subshell: die must end the script, not a $(...))
   local py real
   for py in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11 /usr/bin/python3 \
             /usr/local/bin/python3.13 /usr/local/bin/python3.12 /usr/local/bin/python3.11 \
@@ -108,22 +112,22 @@ pick_python() {  # $1 = "service" or "dev"
     "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || continue
     real=$("$py" -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null) || continue
     if [[ $1 == service && $real =~ ^(/root|/home|/run/user)(/|$) ]]; then continue; fi
-    echo "$py"; return
+    PY="$py"; return
   done
   [[ $1 == service ]] && die "Python 3.11 or newer is required outside /root and /home (the unit's ProtectHome=yes hides them): apt-get install python3"
   die "Python 3.11 or newer is required"
 }
 
-# Which onnxruntime: the two builds install the same module and must never be in one venv together.
+# Which onnxruntime (sets FLAVOUR): the two builds install the same module and must never share a venv.
 ort_flavour() {
   case "$ORT" in
-    cpu) echo cpu ;;
+    cpu) FLAVOUR=cpu ;;
     gpu) [[ $(uname -m) == x86_64 ]] || die "--gpu: PyPI's onnxruntime-gpu is x86_64 only; on Jetson install JetPack's wheel (see --help)"
-         echo gpu ;;
+         FLAVOUR=gpu ;;
     *) if [[ $(uname -m) == x86_64 ]] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-         echo gpu
+         FLAVOUR=gpu
        else
-         echo cpu
+         FLAVOUR=cpu
        fi ;;
   esac
 }
@@ -136,11 +140,12 @@ pip_quiet() {  # pip's output only when it fails (its build back-ends' warnings 
 }
 
 make_venv() {  # $1 = venv dir, $2 = "service" or "dev", $3 = extras (comma-separated), $4 = editable ("-e" or "")
-  local venv="$1" extras="$3" editable="$4" py flavour other pip_opts=()
-  flavour=$(ort_flavour)
-  py=$(pick_python "$2")
+  local venv="$1" extras="$3" editable="$4" flavour other pip_opts=()
+  ort_flavour
+  flavour=$FLAVOUR
+  pick_python "$2"
   if [[ ! -x "$venv/bin/python" ]]; then
-    "$py" -m venv "$venv" 2>/dev/null || { apt_install python3-venv; "$py" -m venv "$venv"; }
+    "$PY" -m venv "$venv" 2>/dev/null || { apt_install python3-venv; "$PY" -m venv "$venv"; }
   fi
   if [[ -n "$WHEELHOUSE" ]]; then
     pip_opts=(--no-index --find-links "$WHEELHOUSE" --no-cache-dir)

@@ -190,6 +190,7 @@ def test_reload_changes_the_frame_rate(sd: SystemdNamespace, installed):
     sd.run(["systemctl", "reload", UNIT], check=True)
     _sampled(sd)  # the status after the reload's own: a window that starts after the change
     after = _rate(sd)
+    print(f"reload {FPS_BEFORE} → {FPS_AFTER} fps: sampled {before:.2f} fps before, {after:.2f} after")
     assert after < 0.6 * before and after < FPS_AFTER * 1.6, \
         f"{FPS_BEFORE} → {FPS_AFTER} fps by SIGHUP: sampled {before:.2f} fps before, {after:.2f} after"
     assert sd.state(UNIT) == ("active", "running") and sd.show(UNIT, "NRestarts") == "0", "reloaded, not restarted"
