@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import math
+import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,31 @@ def session_for(cfg: Config, uri: str, start_time: float | None) -> str:
         size = st.st_size if path.is_file() else sum(1 for _ in path.iterdir())
         return derived_session_id(start, path.name, size, cfg.vehicle.vehicle_id, cfg.vehicle.camera_id)
     return new_session_id()
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event, signals: Sequence[int] = (signal.SIGTERM,)) -> Iterator[list[int]]:
+    """Inside: the first of `signals` sets `stop` (capture ends, the frames in flight are finished and spooled,
+    the command prints its summary); a second one raises KeyboardInterrupt (abort). Yields the signals
+    received. Installs nothing outside the main thread; the previous handlers come back at the end."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
+        log.warning("%s: stopping: finishing the frames in flight (again to abort)", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 class LimitedSource:
@@ -77,6 +105,21 @@ def recording_start(cfg: Config, uri: str, explicit: float | None) -> float | No
     return None
 
 
+def _warn_if_track_missed(provider, source) -> None:  # noqa: ANN001 - TrackProvider, FrameSource
+    """Say before the run, not after it, when a video's time span misses the track: every event would have
+    null GPS. Image folders and live sources are judged frame by frame by the provider."""
+    begin = provider.track_start  # None: frames are placed by their capture time, the video's start + media time
+    begin = begin if begin is not None else getattr(source, "start_time", None)
+    fps, count = getattr(source, "fps", 0.0), getattr(source, "frame_count", 0)
+    if begin is None or not (fps > 0 and count > 0):
+        return
+    problem = provider.track.miss(begin, begin + (count - 1) / fps)
+    if problem:
+        provider.warned = True
+        log.warning("gps: %s: every frame gets null GPS; place the recording on the track with --start-time or "
+                    "--gps-offset S (the video starts S seconds after the first fix)", problem)
+
+
 def run_replay(
     cfg: Config,
     sink: EventSink,
@@ -96,6 +139,9 @@ def run_replay(
     from edge.sources import Capture, open_source  # sources are a stage package: wired here
 
     stop = stop or threading.Event()
+    if gps_offset is not None and (start_time is not None or not math.isfinite(gps_offset)):
+        why = "not a finite number" if start_time is None else "give --start-time or --gps-offset, not both"
+        raise ConfigError("--gps-offset", [("gps_offset", f"{why} (got {gps_offset!r})")])
     start = recording_start(cfg, cfg.source.uri, start_time)
     if gps is None:
         provider = make_provider(cfg.gps)
@@ -109,6 +155,8 @@ def run_replay(
         gps = provider
     detector = detector or open_detector(cfg, all_classes=all_classes)
     source = open_source(cfg.source, start_time=start)
+    if isinstance(gps, TrackProvider):
+        _warn_if_track_missed(gps, source)
     if limit is not None:
         source = LimitedSource(source, limit)
     session_id = session_for(cfg, cfg.source.uri, start)

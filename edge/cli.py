@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -68,7 +69,10 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from edge.app import run_replay
+    import signal
+
+    from edge.app import run_replay, stop_on_signals
+    from edge.delivery import Delivery, SpoolSink
     from edge.sinks.jsonl import JsonlSink
 
     track = {"gps__provider": "track"} if args.gps_track else {}
@@ -83,8 +87,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     progress = _Progress(enabled=not args.quiet)
     stop = threading.Event()
-    if args.out:
-        sink = JsonlSink(args.out)
+    with stop_on_signals(stop) as signals:  # SIGTERM: stop reading, finish the frames in flight, summary, 143
+        delivery = None if args.out else Delivery.start(cfg, when_full="block")  # a replay must not lose events
+        if delivery is None:
+            sink = JsonlSink(args.out)
+        else:  # blocks while the spool has no room, for a bounded time: a disk that stays full ends the replay
+            sink = SpoolSink(delivery.spool, live=False, room_timeout=cfg.spool.block_timeout_s, stop=stop)
+        drained = True
         try:
             result = run_replay(
                 cfg, sink.write, limit=args.limit, start_time=start_time, gps_offset=args.gps_offset, stop=stop,
@@ -92,38 +101,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
             )
         finally:
             progress.done()
-            sink.close()
-        _print_summary(result, [f"  events written: {sink.written} to {'stdout' if args.out == '-' else args.out}"])
-        return OK
-
-    from edge.delivery import Delivery
-
-    delivery = Delivery.start(cfg, when_full="block")  # a replay must not lose events: the spool blocks when full
-    drained = True
-    try:
-        result = run_replay(
-            cfg, delivery.sink(live=False).write, limit=args.limit, start_time=start_time, gps_offset=args.gps_offset,
-            stop=stop, on_tick=progress, all_classes=args.all_classes,
-        )
-    finally:
-        progress.done()
-        drained = delivery.finish(args.drain_timeout)
-    _print_summary(result, delivery.report())
+            if delivery is None:
+                sink.close()
+            else:  # a stop asked for is quick: what is not delivered stays in the spool
+                drained = delivery.finish(0.0 if signals else args.drain_timeout)
+    no_room = getattr(sink, "no_room", None)
+    if delivery is None:
+        tail = [f"  events written: {sink.written} to {'stdout' if args.out == '-' else args.out}"]
+    else:
+        lost = f", not spooled: {sink.not_spooled} (no room)" if sink.not_spooled else ""
+        tail = [f"  events spooled: {sink.written}{lost}", *delivery.report()]
+    stopped = f"stopped by {signal.Signals(signals[0]).name}" if signals else "stopped: no room" if no_room else None
+    _print_summary(result, tail, stopped=stopped)
+    if signals:
+        return 128 + signals[0]  # as a shell reports a process ended by that signal
+    if no_room:
+        log.error("replay stopped: %s", no_room)
+        return FAILED
     return OK if drained else FAILED
 
 
-def _print_summary(result, tail: list[str]) -> None:  # noqa: ANN001
+def _print_summary(result, tail: list[str], stopped: str | None = None) -> None:  # noqa: ANN001
     st = result.stats
     p50, p99 = st.percentiles(st.overhead_ms)
     i50, _ = st.percentiles(st.inference_ms)
     classes = ", ".join(f"{k}: {v}" for k, v in sorted(st.by_class.items())) or "none"
     src = result.source_stats
     lines = [
-        f"replay of {result.source_name} done: session {result.session_id}",
+        f"replay of {result.source_name} {stopped or 'done'}: session {result.session_id}",
         f"  frames {st.frames} in {st.elapsed:.1f} s ({st.fps:.2f} fps), frames with detections {st.frames_with_detections}",
         f"  detections {st.detections} ({classes})",
         f"  inference p50 {i50:.1f} ms; overhead outside session.run p50 {p50:.1f} ms, p99 {p99:.1f} ms",
     ]
+    if stopped and st.expected_frames:
+        lines.append(f"  frames not analysed: {max(0, st.expected_frames - st.frames)} of {st.expected_frames}; "
+                     "replay again to analyse all (same detection ids: consumers deduplicate)")
     corrupt = getattr(src, "corrupt_frames", 0)
     if corrupt:
         lines.append(f"  corrupt frames skipped: {corrupt}")
@@ -219,14 +231,19 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 # --- queue ------------------------------------------------------------------------------------
 
 
-def _open_spool_for_cli(args: argparse.Namespace):  # noqa: ANN202
+def _open_spool_for_cli(args: argparse.Namespace, *, write: bool = False):  # noqa: ANN202
+    """Writers (requeue-dead, purge-dead) own the spool like any writer; the rest only read it (SQLite mode=ro):
+    no lock, never a move or salvage, nothing written, so that they work beside the running service."""
     from edge.delivery import open_spool
+    from edge.spool.reader import SpoolReader
 
     cfg = load_for_command(args, {"state_dir": "state.state_dir"})
     if not cfg.spool_path().exists():
         print(f"no spool at {cfg.spool_path()} (nothing recorded yet, or another state directory)", file=sys.stderr)
         return None
-    return open_spool(cfg)
+    if write:
+        return open_spool(cfg)
+    return SpoolReader.open(cfg.spool_path(), max_bytes=cfg.spool.max_bytes, when_full=cfg.spool.when_full)
 
 
 def _record_line(rec) -> str:  # noqa: ANN001
@@ -240,11 +257,14 @@ def _record_line(rec) -> str:  # noqa: ANN001
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    spool = _open_spool_for_cli(args)
+    action = args.queue_cmd
+    if action == "purge-dead" and not args.yes:
+        print("purge-dead deletes dead letters for good: add --yes", file=sys.stderr)
+        return USAGE
+    spool = _open_spool_for_cli(args, write=action in ("requeue-dead", "purge-dead"))
     if spool is None:
         return FAILED
     try:
-        action = args.queue_cmd
         if action == "stats":
             st = spool.stats()
             data = {k: getattr(st, k) for k in st.__dataclass_fields__}
@@ -255,6 +275,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 print(f"depth {st.depth} events, {st.bytes} bytes of {st.max_bytes} ({st.policy} when full)")
                 print(f"oldest unacked {age}; dead letters {st.dead}; quarantined {st.quarantined}")
                 print(f"evicted {st.evicted_total}; appended {st.appended_total}; acked {st.acked_total}"
+                      + (f"; LOST {st.lost_total} (WAL lost or damaged)" if st.lost_total else "")
                       + ("; DISK FULL" if st.disk_full else ""))
         elif action == "peek":
             for rec in spool.peek(args.n):
@@ -265,9 +286,6 @@ def cmd_queue(args: argparse.Namespace) -> int:
         elif action == "requeue-dead":
             print(f"requeued {spool.requeue_dead()} dead letters")
         elif action == "purge-dead":
-            if not args.yes:
-                print("purge-dead deletes dead letters for good: add --yes", file=sys.stderr)
-                return USAGE
             print(f"purged {spool.purge_dead()} dead letters")
     finally:
         spool.close()
@@ -345,12 +363,47 @@ def cmd_gps_inspect(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
+def _finite_float(text: str) -> float:
+    """argparse type: a finite number (nan or inf is no offset; a usage error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _output_file(text: str) -> str:
+    """argparse type for --out: '-', or a file name the file system can hold in a folder that exists, checked
+    before the model loads (a usage error, exit 2, not a failure after the run)."""
+    if text == "-":
+        return text
+    path = Path(text)
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255  # what Linux file systems allow
+    size = len(os.fsencode(path.name))
+    if size > limit:  # before any stat of the path itself, which would fail with ENAMETOOLONG
+        raise argparse.ArgumentTypeError(f"file name of {size} bytes: the file system allows at most {limit}")
+    try:
+        if not text or path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+        if not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: folder {path.parent} does not exist")
+    except OSError as exc:  # a folder name too long, a path too long
+        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge",
         description="Dashcam detector: YOLOv8 ONNX → geotagged stop-sign and traffic-light events → spool → Kafka.",
         epilog="Exit codes: 0 ok, 1 failed while running, 2 usage or configuration error, 3 unusable input "
-        "(model, video, image, GPS track), 130 interrupted, 141 output closed by its reader (e.g. | head).",
+        "(model, video, image, GPS track), 130 interrupted (SIGINT), 141 output closed by its reader (e.g. | head), "
+        "143 stopped by SIGTERM (replay, ingest-csv: summary printed, resumable).",
     )
     parser.add_argument("--version", action="version", version=f"edge-detector {__version__}")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: config log.level)")
@@ -363,17 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("replay", help="run the pipeline over a recording (video file, image folder, URL)"))
     p.add_argument("source", help="video file, image folder, camera index, /dev/videoN, rtsp/http URL")
     p.add_argument("--fps", type=float, help="frames per second to analyse (default: config, INFERENCE_FPS, 5)")
-    p.add_argument("--out", help="file-only run: write events as JSON lines to this file ('-' = stdout) instead of "
-                   "the spool and Kafka")
+    p.add_argument("--out", type=_output_file, help="file-only run: write events as JSON lines to this file "
+                   "('-' = stdout) instead of the spool and Kafka")
     p.add_argument("--drain-timeout", type=float, default=60.0,
                    help="seconds to wait at the end for Kafka to acknowledge spooled events (default 60)")
     p.add_argument("--limit", type=int, help="stop after N analysed frames")
     p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
     p.add_argument("--session", help="session id (default: derived from the recording, so ids repeat on replay)")
-    p.add_argument("--start-time", help="ISO 8601 time the recording started (default: the container's creation "
-                   "time, else the file's modification time)")
+    # two ways to place the video on the track's clock: one at a time
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--start-time", help="ISO 8601 time the recording started (default: the container's creation "
+                      "time, else the file's modification time)")
     p.add_argument("--gps-track", help="NMEA 0183 or GPX log of the drive: positions interpolated at each frame")
-    p.add_argument("--gps-offset", type=float, help="the video starts S seconds after the track's first fix")
+    when.add_argument("--gps-offset", type=_finite_float, help="the video starts S seconds after the track's first fix")
     p.add_argument("--state-dir", help="state directory (spool, engine cache)")
     p.add_argument("--all-classes", action="store_true", help="emit every class the model knows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
@@ -474,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(argv: Sequence[str] | None) -> int:
     from edge.detect.model import ModelError
+    from edge.spool.records import SpoolBusy, SpoolError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -491,6 +547,12 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         return INTERRUPTED
     except BrokenPipeError:
         raise  # not a failure of the command: main() ends it quietly
+    except SpoolError as exc:  # one line, before the generic clause (whose imports may fail on EMFILE)
+        if isinstance(exc, SpoolBusy):  # another process owns the state dir: run this one later, or elsewhere
+            log.error("%s", exc)
+            return USAGE
+        log.error("failed: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return FAILED
     except Exception as exc:  # noqa: BLE001 - the last boundary: a clear line, not a traceback
         from edge.gps import TrackError
         from edge.sources import SourceError

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -46,8 +50,9 @@ class FieldProblems(ValueError):
 
 class _Section(BaseModel):
     # a rule across keys fails on the whole section, password included: inputs stay out of the error's text
-    # (load_config reports them itself, never a password)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+    # (load_config reports them itself, never a password). Strict: `batch_size = true` or `inference_fps = "7"`
+    # in TOML is a mistake to report, not a value to guess; environment strings are converted by _from_env.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True, strict=True)
 
 
 class VehicleConfig(_Section):
@@ -108,6 +113,11 @@ class SpoolConfig(_Section):
     path: str = Field("", description="empty: <state_dir>/spool.db")
     max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
     when_full: Literal["drop_oldest", "block"] = "drop_oldest"
+    block_timeout_s: float = Field(
+        30.0, gt=0, le=86_400,
+        description="replay and ingest-csv (policy block): how long spooling may find no room (disk full, or "
+        "max_bytes with nothing delivered) before the command stops, keeps what it spooled and exits 1",
+    )
     commit_interval_ms: float = Field(5.0, gt=0, le=10_000)
     commit_batch: int = Field(500, ge=1, le=100_000)
 
@@ -201,12 +211,59 @@ class Config(_Section):
 
 
 class ConfigError(Exception):
-    """A configuration that cannot run; `problems` holds (key path, message) pairs."""
+    """A configuration that cannot run; `problems` holds (key path, message) pairs.
 
-    def __init__(self, origin: str, problems: list[tuple[str, str]]):
-        self.origin = origin
-        self.problems = problems
-        super().__init__("\n".join(f"{origin}: {key}: {msg}" for key, msg in problems))
+    `origins` maps the key paths whose value came from elsewhere than `origin` (an environment variable, a
+    systemd credential) to where it came from. When every problem has the same origin, that is `origin`
+    (what printers show before each key); when they are mixed, the messages of the others say where their
+    value came from."""
+
+    def __init__(self, origin: str, problems: list[tuple[str, str]], origins: Mapping[str, str] | None = None):
+        where = {key: (origins or {}).get(key, origin) for key, _ in problems}
+        distinct = set(where.values())
+        if len(distinct) == 1:
+            self.origin = distinct.pop()
+        elif all(o.startswith("environment ") for o in distinct):
+            self.origin = "environment"
+        else:
+            self.origin = origin
+        self.origins = where
+        self.problems = [(k, m if where[k] == self.origin else f"{m} (from {where[k]})") for k, m in problems]
+        super().__init__("\n".join(f"{where[key]}: {key}: {msg}" for key, msg in problems))
+
+
+_ENV_INT = re.compile(r"[+-]?\d+", re.ASCII)
+_ENV_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_ENV_BOOL = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def _field_type(section: str, key: str) -> Any:
+    """The annotation of a config field, with `| None` taken off."""
+    model = Config.model_fields[section].annotation
+    ann = model.model_fields[key].annotation  # type: ignore[union-attr]
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        ann = args[0] if len(args) == 1 else ann
+    return ann
+
+
+def _from_env(section: str, key: str, raw: str) -> Any:
+    """An environment string as its field's type (environment variables are text by nature); ValueError says
+    what was expected. Strings, literals and secrets are passed on for the model to judge."""
+    ann, text = _field_type(section, key), raw.strip()
+    if ann is bool:
+        if text.lower() not in _ENV_BOOL:
+            raise ValueError(f"not true or false (got {raw!r})")
+        return _ENV_BOOL[text.lower()]
+    if ann is int:
+        if not _ENV_INT.fullmatch(text):
+            raise ValueError(f"not an integer (got {raw!r})")
+        return int(text)
+    if ann is float:
+        if not _ENV_FLOAT.fullmatch(text) or not math.isfinite(float(text)):
+            raise ValueError(f"not a number (got {raw!r})")
+        return float(text)
+    return raw
 
 
 def _set(tree: dict[str, Any], section: str, key: str, value: Any) -> None:
@@ -237,22 +294,51 @@ def load_config(
             raise ConfigError(origin, [("<file>", f"cannot read: {exc.strerror}")]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(origin, [("<toml>", str(exc))]) from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition: a Latin-1 file is unusable, not a crash
+            raise ConfigError(origin, [("<file>", f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                                                  f"{exc.start}): save the file as UTF-8")]) from None
+    origins, problems = _merge_environment(tree, env)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        _set(tree, section, key, value)
+        origins[dotted] = "command line"
+    try:
+        cfg = Config.model_validate(tree)
+    except ValidationError as exc:
+        problems += _problems(exc)
+    if problems:
+        raise ConfigError(origin, problems, origins)
+    return cfg
+
+
+def _merge_environment(tree: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Environment variables and systemd credentials into `tree`: {key path: origin} of what they set, and the
+    (key path, problem) of environment values that are not of their key's type (those keys are left out)."""
+    origins: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
     for name, (section, key) in ENV_OVERRIDES.items():
-        if env.get(name, "") != "":
-            _set(tree, section, key, env[name])
+        if env.get(name, "") == "":
+            continue
+        origins[f"{section}.{key}"] = f"environment {name}"
+        try:
+            _set(tree, section, key, _from_env(section, key, env[name]))
+        except ValueError as exc:
+            problems.append((f"{section}.{key}", str(exc)))
+            _unset(tree, section, key)  # the file's value would be blamed on the environment otherwise
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
         for name, (section, key) in CREDENTIALS.items():
             cred = Path(cred_dir) / name
             if cred.is_file():
                 _set(tree, section, key, cred.read_text().strip())
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        _set(tree, section, key, value)
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(origin, _problems(exc)) from None
+                origins[f"{section}.{key}"] = f"systemd credential {name}"
+    return origins, problems
+
+
+def _unset(tree: dict[str, Any], section: str, key: str) -> None:
+    sub = tree.get(section)
+    if isinstance(sub, dict):
+        sub.pop(key, None)
 
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:

@@ -213,6 +213,7 @@ class Daemon:
             "failed": m.get("failed", 0),
             "pending": m.get("pending", 0),
             "dead_lettered": m.get("dead_lettered", 0),
+            "producer_recreated": m.get("producer_recreated", 0),
             "evicted": sp.evicted_total,
             "drain_rate_per_s": m.get("drain_rate_per_s"),
             "latency_p50_ms": m.get("latency_p50_ms"),

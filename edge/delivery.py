@@ -12,7 +12,8 @@ from pathlib import Path
 from edge.config import Config
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher
-from edge.spool import Spool, SpoolItem, SpoolStats
+from edge.spool import Spool, SpoolFull, SpoolItem, SpoolStats
+from edge.spool.disk import free_bytes
 from edge.types import DetectionEvent
 
 log = logging.getLogger(__name__)
@@ -22,28 +23,98 @@ class SpoolSink:
     """Pipeline sink: an event is handed on only once it is committed to the spool (append is durable).
 
     Delivery latency is measured from the frame's capture for live sources; a replayed recording was captured
-    long ago, so there it is measured from the moment the event was spooled."""
+    long ago, so there it is measured from the moment the event was spooled.
 
-    def __init__(self, spool: Spool, *, live: bool = True):
+    With `room_timeout` (replay and ingest-csv, policy block) waiting for room is bounded: once appends have
+    found no room (disk full, or max_bytes with nothing delivered) for that long in a row, or `stop` is set
+    while one waits, the sink gives up: `no_room` says why, `stop` is set so that the source stops, and what
+    comes after is counted in `not_spooled` instead of waiting again. Without it, appends wait as the spool's
+    policy says (the service)."""
+
+    POLL_S = 0.5  # a wait for room looks at `stop` this often
+
+    def __init__(
+        self, spool: Spool, *, live: bool = True, room_timeout: float | None = None,
+        stop: threading.Event | None = None,
+    ):
         self.spool = spool
         self.live = live
-        self.written = 0
+        self.room_timeout = room_timeout
+        self.stop = stop or threading.Event()
+        self.written = 0  # events (items) committed to the spool
+        self.not_spooled = 0  # events given up on: no room
+        self.no_room: str | None = None  # one line: why the sink gave up (disk full at …, bytes free)
+        self._no_room_since: float | None = None
 
     def write(self, events: Sequence[DetectionEvent]) -> None:
         since = None if self.live else time.time()
-        self.spool.append([SpoolItem.from_event(e, since) for e in events])
-        self.written += len(events)
+        items = [SpoolItem.from_event(e, since) for e in events]
+        try:
+            self.append(items)
+        except SpoolFull:
+            if self.room_timeout is None:
+                raise
+            self.not_spooled += len(events)
+
+    def append(self, items: Sequence[SpoolItem], timeout: float | None = None) -> None:
+        """Spool.append within the room bound (the same signature: it can stand in for the spool, as for
+        edge.ingest.sinks.SpoolWriter). Raises SpoolFull after `timeout`, and at once after the sink gave up."""
+        if self.room_timeout is None:
+            self.spool.append(items, timeout)
+            self.written += len(items)
+            return
+        if self.no_room is not None:
+            raise SpoolFull(self.no_room)
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = self.POLL_S if end is None else max(0.0, min(self.POLL_S, end - time.monotonic()))
+            try:
+                self.spool.append(items, timeout=wait)
+            except SpoolFull:
+                self._waited_for_room(wait)
+                if self.no_room is not None or (end is not None and time.monotonic() >= end):
+                    raise
+                continue
+            self._no_room_since = None
+            self.written += len(items)
+            return
+
+    def _waited_for_room(self, waited: float) -> None:
+        """An append found no room for `waited` s: give up past the bound, or when a stop is asked."""
+        now = time.monotonic()
+        if self._no_room_since is None:
+            self._no_room_since = now - waited
+        stalled = now - self._no_room_since
+        bound = self.room_timeout or 0.0
+        if stalled < bound and not self.stop.is_set():
+            return
+        st = self.spool.stats()
+        where = self.spool.path.parent
+        if st.disk_full:
+            why = f"disk full: {where} has {free_bytes(where)} bytes free"
+        else:
+            why = f"spool {self.spool.path} full (max_bytes {st.max_bytes}) and nothing delivered"
+        self.no_room = f"{why}; no room in the spool for {stalled:.0f} s"
+        if stalled < bound:  # a stop ended the wait: the command reports the stop, this only explains it
+            log.warning("stopping while waiting for room (%s)", self.no_room)
+        else:
+            log.warning("%s: stopping (%d events spooled)", self.no_room, self.written)
+        self.stop.set()
 
 
 def open_spool(cfg: Config, *, when_full: str | None = None) -> Spool:
+    """The spool of every writer (run, replay, demo, ingest-csv), owned by this process until it is closed:
+    a second writer gets SpoolBusy ("state dir X is in use by pid N (command)"), which the CLI exits 2 on."""
     path = cfg.spool_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(cfg.state.state_dir)
+    owner = f"state dir {state_dir}" if path.parent.resolve() == state_dir.resolve() else f"spool {path}"
     return Spool.open(
         path,
         max_bytes=cfg.spool.max_bytes,
         when_full=when_full or cfg.spool.when_full,
         commit_interval_ms=cfg.spool.commit_interval_ms,
         commit_batch=cfg.spool.commit_batch,
+        owner_name=owner,
     )
 
 
@@ -64,7 +135,11 @@ class Delivery:
         spool = open_spool(cfg, when_full=when_full)
         d = cls(cfg, spool)
         if cfg.kafka.bootstrap_servers:
-            d.flusher = KafkaFlusher(cfg.kafka, spool, d.metrics)
+            try:
+                d.flusher = KafkaFlusher(cfg.kafka, spool, d.metrics)
+            except BaseException:  # the spool holds the state dir's lock: give it back before the error goes up
+                spool.close()
+                raise
             d._thread = threading.Thread(target=d.flusher.run, args=(d._stop,), name="edge-flusher", daemon=True)
             d._thread.start()
         else:
@@ -76,10 +151,15 @@ class Delivery:
 
     def finish(self, drain_timeout: float) -> bool:
         """Stop the flusher after giving it up to `drain_timeout` s to deliver what is spooled; close the spool.
-        Returns True when the spool was drained (or no broker is configured)."""
+        Returns True when the spool was drained (or no broker is configured). Never raises for a delivery
+        error: the command still prints its summary and exits with what the spool holds."""
         drained = True
         if self.flusher is not None:
-            drained = self.flusher.drain(drain_timeout)
+            try:
+                drained = self.flusher.drain(drain_timeout)
+            except Exception:  # the spool must still be closed and the summary printed
+                log.exception("final drain failed")
+                drained = False
             self._stop.set()
             if self._thread is not None:
                 self._thread.join(10)
@@ -105,6 +185,6 @@ class Delivery:
                     topic=self.cfg.kafka.topic, sent=snap.get("sent", 0), acked=snap.get("acked", 0),
                     failed=snap.get("failed", 0), dead=snap.get("dead_lettered", 0),
                     p50=snap.get("latency_p50_ms") or 0.0, p99=snap.get("latency_p99_ms") or 0.0,
-                )
+                ) + (f", producer recreated {snap['producer_recreated']}" if snap.get("producer_recreated") else "")
             )
         return lines

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-COUNTERS = ("sent", "acked", "failed", "dead_lettered")
+COUNTERS = ("sent", "acked", "failed", "dead_lettered", "producer_recreated")
 GAUGES = ("pending", "evicted", "spool_depth", "spool_bytes", "oldest_age_s")
 
 
@@ -99,7 +99,7 @@ class RateWindow:
 
 
 class Metrics:
-    """Counters (sent, acked, failed, dead_lettered), gauges (pending, evicted, spool depth/bytes,
+    """Counters (sent, acked, failed, dead_lettered, producer_recreated), gauges (pending, evicted, spool depth/bytes,
     oldest age), drain rate (acked/s, sliding window) and captured→acked latency p50/p99.
     Every method may be called from any thread."""
 

@@ -154,7 +154,8 @@ def format_status(d: Mapping[str, object], now: float | None = None) -> str:
         + (f", {d['pending']} in flight, {d.get('failed', 0)} failed, {d.get('dead_lettered', 0)} dead-lettered"
            if d.get("pending") is not None else "")
         + (f", latency p50 {d['latency_p50_ms']:.0f} ms p99 {d['latency_p99_ms']:.0f} ms"
-           if isinstance(d.get("latency_p50_ms"), (int, float)) and isinstance(d.get("latency_p99_ms"), (int, float)) else ""),
+           if isinstance(d.get("latency_p50_ms"), (int, float)) and isinstance(d.get("latency_p99_ms"), (int, float)) else "")
+        + (f", producer recreated {d['producer_recreated']}" if d.get("producer_recreated") else ""),
         f"gps:         {fix}",
     ]
     warnings = []
@@ -252,6 +253,8 @@ def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> di
         "edge_failed_total": m("failed", "Deliveries that failed and were retried", "counter"),
         "edge_in_flight": m("pending", "Events sent, not yet acknowledged"),
         "edge_dead_lettered_total": m("dead_lettered", "Events moved to the dead-letter table", "counter"),
+        "edge_producer_recreated_total": m("producer_recreated", "Kafka producers replaced after a fatal error "
+                                           "or a producer id the broker no longer knew", "counter"),
         "edge_evicted_total": m("evicted", "Events evicted from a full spool (drop_oldest)", "counter"),
         "edge_drain_rate": m("drain_rate_per_s", "Events acknowledged per second, recent window"),
         "edge_delivery_latency_p50_ms": m("latency_p50_ms", "Capture to acknowledgement, median"),

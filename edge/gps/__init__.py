@@ -30,7 +30,7 @@ def make_provider(cfg: GpsConfig, *, track_start: float | None = None) -> GpsPro
     if cfg.provider == "gpsd":
         return GpsdProvider(cfg.gpsd_host, cfg.gpsd_port, max_age_s=cfg.max_age_s)
     if cfg.provider == "exif":
-        return ExifProvider()
+        return ExifProvider(max_age_s=cfg.max_age_s)
     if cfg.provider == "track":
         try:
             track = load_track(cfg.track)

@@ -1,8 +1,9 @@
 """Position of image-folder frames from their own EXIF GPS tags (piexif), contained against any input.
 
 Latitude/longitude from GPSLatitude(+Ref)/GPSLongitude(+Ref); heading from GPSImgDirection, else
-GPSTrack (a magnetic 'M' reference is used as is: phone compasses are less accurate than the
-declination); speed from GPSSpeed(+Ref, default km/h); time from GPSDateStamp + GPSTimeStamp (UTC).
+GPSTrack: a magnetic 'M' reference is turned to true north with the World Magnetic Model at the photo's
+place and date (GPS date, else DateTimeOriginal), or left null with the reason (edge/gps/magnetic.py);
+speed from GPSSpeed(+Ref, default km/h); time from GPSDateStamp + GPSTimeStamp (UTC).
 Zero denominators, missing or odd refs, out-of-range values, absent or truncated EXIF, and piexif
 raising anything give null fields and a list of problems — never an exception. The provider logs
 one warning per file and caches results per path.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import calendar
 import collections
+import dataclasses
+import datetime as dt
 import logging
 import math
 import threading
@@ -20,7 +23,8 @@ from dataclasses import dataclass, field
 
 import piexif
 
-from edge.gps.base import norm_heading
+from edge.gps.base import age_ms, norm_heading
+from edge.gps.magnetic import DeclinationUnavailable, true_bearing
 from edge.gps.tiff import TIFF_MAGIC, ExifFormatError, exif_block
 from edge.types import Frame, GpsFix
 
@@ -93,15 +97,36 @@ def _coord(gps: Mapping[int, object], tag: int, ref_tag: int, limit: float, sign
     return -value if ref[0] == signs[1] else value
 
 
-def _direction(gps: Mapping[int, object], acc: _Acc) -> float | None:
-    for tag in (_G.GPSImgDirection, _G.GPSTrack):
+def _direction(gps: Mapping[int, object], acc: _Acc) -> tuple[float | None, str]:
+    """The first valid direction (image direction, else track) and its reference ('T', 'M' or '')."""
+    for tag, ref_tag in ((_G.GPSImgDirection, _G.GPSImgDirectionRef), (_G.GPSTrack, _G.GPSTrackRef)):
         if tag in gps:
             v = rational(gps[tag])
             if v is None or v > 360.0:
                 acc.problems.append(f"invalid GPS direction {gps[tag]!r}")
                 continue
-            return norm_heading(v)
-    return None
+            return norm_heading(v), _ref(gps.get(ref_tag))
+    return None, ""
+
+
+def _true_north(
+    value: float | None, ref: str, lat: float | None, lon: float | None, when: float | None, acc: _Acc
+) -> float | None:
+    """The direction as a true heading; a magnetic one through WMM, else None with the reason in `acc`."""
+    if value is None or ref in ("", "T"):  # no reference: writers that omit it record true (GPS) bearings
+        return value
+    if ref != "M":
+        acc.problems.append(f"GPS direction ref {ref!r} is neither T nor M: heading left null")
+        return None
+    if lat is None or lon is None or when is None:
+        acc.problems.append(f"magnetic GPS direction {value:.2f} without position and date: heading left null")
+        return None
+    try:
+        # sea level: the photo's altitude moves the declination by far less than a compass's error
+        return true_bearing(value, lat, lon, when)
+    except DeclinationUnavailable as exc:
+        acc.problems.append(f"magnetic GPS direction {value:.2f} not turned to true north: {exc}; heading left null")
+        return None
 
 
 def _speed(gps: Mapping[int, object], acc: _Acc) -> float | None:
@@ -132,14 +157,30 @@ def _time(gps: Mapping[int, object], acc: _Acc) -> float | None:
         return None
 
 
-def fix_from_gps_ifd(gps: object) -> ExifResult:
-    """The fix from piexif's GPS IFD dict ({tag: value}); any content accepted."""
+def _photo_date(exif: Mapping[str, object]) -> float | None:
+    """DateTimeOriginal, else DateTime, read as UTC (EXIF 2.2 has no zone): good to a day, for WMM only."""
+    for ifd, tag in (("Exif", piexif.ExifIFD.DateTimeOriginal), ("0th", piexif.ImageIFD.DateTime)):
+        tags = exif.get(ifd)
+        raw = _ref(tags.get(tag)) if isinstance(tags, Mapping) else ""
+        try:
+            y, mo, d = (int(x) for x in raw[:10].split(":"))
+            return float(calendar.timegm(dt.date(y, mo, d).timetuple()))
+        except (ValueError, TypeError, OverflowError):
+            continue
+    return None
+
+
+def fix_from_gps_ifd(gps: object, taken_at: float | None = None) -> ExifResult:
+    """The fix from piexif's GPS IFD dict ({tag: value}); any content accepted.
+
+    `taken_at` (the photo's own date, Unix seconds) dates a magnetic direction when the GPS date is absent."""
     acc = _Acc()
     if not isinstance(gps, Mapping) or not gps:
         return ExifResult(GpsFix(source="exif"), ("no GPS tags",))
     lat = _coord(gps, _G.GPSLatitude, _G.GPSLatitudeRef, 90.0, "NS", acc)
     lon = _coord(gps, _G.GPSLongitude, _G.GPSLongitudeRef, 180.0, "EW", acc)
-    heading, speed, when = _direction(gps, acc), _speed(gps, acc), _time(gps, acc)
+    (direction, ref), speed, when = _direction(gps, acc), _speed(gps, acc), _time(gps, acc)
+    heading = _true_north(direction, ref, lat, lon, when if when is not None else taken_at, acc)
     if lat is None or lon is None:
         return ExifResult(GpsFix(None, None, None, None, "exif", "no_fix", None, when), tuple(acc.problems))
     return ExifResult(GpsFix(lat, lon, heading, speed, "exif", "ok", 0, when), tuple(acc.problems))
@@ -171,17 +212,21 @@ def read_exif(source: str | bytes) -> ExifResult:
     if not gps:
         return ExifResult(GpsFix(source="exif"), ("no EXIF GPS data",))
     try:
-        return fix_from_gps_ifd(gps)
+        return fix_from_gps_ifd(gps, _photo_date(exif))
     except Exception as exc:  # defensive: a value shape not foreseen above
         return ExifResult(GpsFix(source="exif"), (f"unusable EXIF GPS data: {type(exc).__name__}: {exc}",))
 
 
 class ExifProvider:
-    """Fixes for image-folder frames from each file's EXIF; one warning per file that yields problems."""
+    """Fixes for image-folder frames from each file's EXIF; one warning per file that yields problems.
 
-    def __init__(self, cache_size: int = 256):
+    The age is the frame's capture time minus the fix's GPS time (either way round: a photo is not dated
+    by a fix taken later either), stale beyond `max_age_s`; null when the EXIF has no GPS time."""
+
+    def __init__(self, cache_size: int = 256, *, max_age_s: float = 2.0):
         self._cache: collections.OrderedDict[str, GpsFix] = collections.OrderedDict()
         self._size = cache_size
+        self._max_age_s = max_age_s
         self._lock = threading.Lock()
         self._warned_no_path = False
 
@@ -195,17 +240,28 @@ class ExifProvider:
                 log.warning("gps provider 'exif' needs image-folder frames; %s has no file path", frame.source)
             return GpsFix(source="exif")
         with self._lock:
-            if frame.path in self._cache:
+            fix = self._cache.get(frame.path)
+            if fix is not None:
                 self._cache.move_to_end(frame.path)
-                return self._cache[frame.path]
-        result = read_exif(frame.path)
-        if result.problems:
-            log.warning("EXIF GPS of %s: %s", frame.path, "; ".join(result.problems))
-        with self._lock:
-            self._cache[frame.path] = result.fix
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        return result.fix
+        if fix is None:
+            result = read_exif(frame.path)
+            if result.problems:
+                log.warning("EXIF GPS of %s: %s", frame.path, "; ".join(result.problems))
+            fix = result.fix
+            with self._lock:
+                self._cache[frame.path] = fix
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        return self._aged(fix, frame.captured_at)
+
+    def _aged(self, fix: GpsFix, captured_at: float) -> GpsFix:
+        if fix.status != "ok":
+            return fix
+        if fix.time is None:  # a position without a time: how old it is, nobody knows
+            return dataclasses.replace(fix, age_ms=None)
+        age = abs(captured_at - fix.time)
+        status = "stale" if age > self._max_age_s else "ok"
+        return dataclasses.replace(fix, age_ms=age_ms(age), status=status)
 
     def close(self) -> None:
         with self._lock:

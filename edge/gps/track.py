@@ -11,6 +11,7 @@ position is never invented. age_ms is the time to the nearer of the two surround
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import logging
 import math
 import os
@@ -75,6 +76,16 @@ class Track:
     def last(self) -> TrackPoint | None:
         return self.points[-1] if self.points else None
 
+    def miss(self, start: float, end: float) -> str | None:
+        """Why a recording from `start` to `end` (epoch) gets no position at all from this track; None when
+        the two overlap."""
+        if self.first is None or self.last is None:
+            return f"track {self.path or '(in memory)'} has no fixes"
+        if end < self.first.time or start > self.last.time:
+            return (f"the recording ({_iso(start)} to {_iso(end)}) does not overlap the track {self.path or ''} "
+                    f"({_iso(self.first.time)} to {_iso(self.last.time)})")
+        return None
+
     def gaps(self, max_gap_s: float) -> int:
         """Number of intervals between consecutive fixes longer than max_gap_s."""
         return sum(1 for a, b in zip(self._times, self._times[1:]) if b - a > max_gap_s)
@@ -121,6 +132,13 @@ class Track:
                         speed = dist / (pb.time - pa.time)
                     break
         return GpsFix(p.lat, p.lon, heading, speed, "track", "ok", 0, p.time)
+
+
+def _iso(epoch: float) -> str:
+    try:
+        return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return repr(epoch)
 
 
 def sniff_format(head: bytes) -> TrackFormat | None:
@@ -178,6 +196,7 @@ class TrackProvider:
 
     def __init__(self, track: Track, *, max_gap_s: float = 5.0, track_start: float | None = None):
         self.track, self.max_gap_s, self.track_start = track, max_gap_s, track_start
+        self.warned = False  # one warning per replay about frames outside the track (set by whoever gave it)
 
     def start(self) -> None:
         pass
@@ -189,7 +208,14 @@ class TrackProvider:
         return frame.captured_at
 
     def fix_for(self, frame: Frame) -> GpsFix:
-        return self.track.at(self.track_time(frame), self.max_gap_s)
+        t = self.track_time(frame)
+        fix = self.track.at(t, self.max_gap_s)
+        if fix.status == "no_fix" and not self.warned and self.track.miss(t, t) is not None:
+            self.warned = True  # a drive may start before the receiver's first fix: say it once, not per frame
+            log.warning("gps track: frame %d of %s at %s is outside the track (%s to %s): frames outside it get null "
+                        "GPS; --start-time or --gps-offset places the recording on the track's clock", frame.index,
+                        frame.source, _iso(t), _iso(self.track.first.time), _iso(self.track.last.time))  # type: ignore[union-attr]
+        return fix
 
     def close(self) -> None:
         pass

@@ -104,21 +104,23 @@ class Progress:
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM finish the chunk in hand, checkpoint, and stop (main thread only)."""
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM finish the chunk in hand, checkpoint, and stop (main thread only); yields the signals received."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
     def handler(signum, _frame):  # noqa: ANN001
-        if stop.is_set():
+        received.append(signum)
+        if len(received) > 1:
             raise KeyboardInterrupt
         log.warning("%s: finishing the current chunk, then stopping (again to abort)", signal.Signals(signum).name)
         stop.set()
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -160,7 +162,7 @@ def _dry_run(args: argparse.Namespace, opts: Options, files: list[str], missing:
     progress = Progress(enabled=not args.quiet)
     stop = threading.Event()
     t0 = time.monotonic()
-    with _stop_on_signals(stop):
+    with _stop_on_signals(stop) as signals:
         reports = _run_files(Ingest(opts, sink, None, progress, stop), files, progress)
     elapsed = time.monotonic() - t0
     if args.full:
@@ -171,7 +173,7 @@ def _dry_run(args: argparse.Namespace, opts: Options, files: list[str], missing:
     lines = _summary(reports, elapsed, dry_run=True)
     lines.append(f"  serialised {sink.events:,} events ({sink.bytes:,} bytes of JSON); nothing sent (dry run)")
     print("\n".join(lines), file=sys.stderr)
-    return _exit_code(reports, missing, stop)
+    return _exit_code(reports, missing, signals)
 
 
 def _run_files(ingest: Ingest, files: list[str], progress: Progress) -> list[FileReport]:
@@ -191,20 +193,26 @@ def _run_files(ingest: Ingest, files: list[str], progress: Progress) -> list[Fil
 
 
 def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[str], missing: bool) -> int:
-    from edge.delivery import Delivery
+    from edge.delivery import Delivery, SpoolSink
     from edge.ingest.checkpoint import Checkpoints
     from edge.ingest.sinks import SpoolWriter
 
     state = Path(cfg.state.state_dir)
-    checkpoints = Checkpoints(state / "ingest-progress.db")
-    delivery = Delivery.start(cfg, when_full="block")
+    delivery = Delivery.start(cfg, when_full="block")  # first: its spool owns the state dir (a second writer exits 2)
+    try:
+        checkpoints = Checkpoints(state / "ingest-progress.db")
+    except BaseException:
+        delivery.finish(0.0)
+        raise
     stop = threading.Event()
     progress = Progress(enabled=not args.quiet)
     t0 = time.monotonic()
     drained = True
+    # waiting for room is bounded: a disk that stays full stops the run (resumable) instead of hanging it
+    room = SpoolSink(delivery.spool, live=False, room_timeout=cfg.spool.block_timeout_s, stop=stop)
     try:
-        sink = SpoolWriter(delivery.spool, stop)
-        with _stop_on_signals(stop):
+        sink = SpoolWriter(room, stop)
+        with _stop_on_signals(stop) as signals:
             reports = _run_files(Ingest(opts, sink, checkpoints, progress, stop), files, progress)
             if delivery.flusher is not None and not stop.is_set():
                 drained = delivery.flusher.drain(args.drain_timeout)
@@ -231,8 +239,10 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
         if not drained:
             lines.append(f"  not all events acknowledged within {args.drain_timeout:.0f} s: they stay in the spool "
                          "and the daemon (or the next run) sends them")
+    if room.no_room:
+        lines.append("  stopped: no room in the spool: rerun the same command to continue once there is room")
     print("\n".join(lines), file=sys.stderr)
-    code = _exit_code(reports, missing, stop)
+    code = _exit_code(reports, missing, signals, room.no_room)
     return FAILED if code == OK and not drained else code
 
 
@@ -281,10 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
 
 
-def _exit_code(reports: list[FileReport], missing: bool, stop: threading.Event) -> int:
-    if stop.is_set():
-        print("interrupted: run the same command again to continue where it stopped", file=sys.stderr)
-        return INTERRUPTED
+def _exit_code(reports: list[FileReport], missing: bool, signals: list[int], no_room: str | None = None) -> int:
+    if signals:
+        name = signal.Signals(signals[0]).name
+        print(f"interrupted ({name}): run the same command again to continue where it stopped", file=sys.stderr)
+        return INTERRUPTED if signals[0] == signal.SIGINT else 128 + signals[0]  # SIGTERM: 143, as a shell reports it
+    if no_room:
+        log.error("ingest-csv stopped: %s", no_room)
+        return FAILED
     if missing or any(r.error for r in reports):
         return BAD_INPUT
     return OK

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.ingest.ids import IdMaker
-from edge.ingest.rows import _WS, MAX_EPOCH, FileContext, Header, class_id_for, json_string
+from edge.ingest.rows import _WS, MAX_EPOCH, FileContext, Header, class_id_for, class_name_problem, json_string
 
 _P10 = 10 ** np.arange(19, dtype=np.int64)
 _F10 = 10.0 ** np.arange(23)
@@ -219,7 +219,7 @@ class FastPath:
                 name = raw.decode("utf-8").strip(_WS)
             except UnicodeDecodeError:
                 name = ""
-            if not name:
+            if class_name_problem(name):  # empty, control characters: the exact path says why
                 self._class_cache[raw] = None
             else:
                 ctx = self.ctx
@@ -271,6 +271,8 @@ class FastPath:
                 x = nums[col]
                 inside = (x.value >= lo) & ((x.value < hi) if open_hi else (x.value <= hi))
                 ok &= x.null | (x.ok & inside)
+        if "vehicle_lat" in nums and "vehicle_lon" in nums:  # half a position: the exact path rejects it
+            ok &= nums["vehicle_lat"].null == nums["vehicle_lon"].null
         epoch = self.ctx.start_time + ts
         ok &= (epoch >= 0) & (epoch < MAX_EPOCH)
 

@@ -3,6 +3,9 @@
 Memory is bounded by the chunk size: a chunk ends at the last newline of a block that is not inside a
 quoted field (quote parity), so a record never straddles two chunks. Offsets count bytes of the
 decompressed stream after the header; a later run seeks to a checkpointed offset and goes on from there.
+A gzip stream that is truncated or corrupt yields every complete line before the damage, then one last
+chunk whose data is a `Damaged` (the partial line) that the converter turns into an InputError: since
+it comes last, every chunk before it has been written when the run stops on it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import numpy as np
 
@@ -26,6 +29,17 @@ MAX_CHUNK = 64 << 20  # a "line" longer than this is cut (and rejected) rather t
 
 class InputError(Exception):
     """The file cannot be read as a CSV (missing, unreadable, corrupt compression, no usable header)."""
+
+
+class Damaged(bytes):
+    """The bytes after the last complete line before a read error; `error` says what and where."""
+
+    error: str
+
+    def __new__(cls, tail: bytes, error: str) -> Self:
+        obj = super().__new__(cls, tail)
+        obj.error = error
+        return obj
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class CsvFile:
         self._raw.seek(0)
         self.compressed = magic == GZIP_MAGIC
         self._stream: BinaryIO = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.compressed else self._raw
+        self.damage: str | None = None  # why the last read stopped short of the end, if it did
         self.header, self.data_offset = self._read_header()
 
     def _size(self) -> int:
@@ -60,10 +75,24 @@ class CsvFile:
             self._raw.seek(0)
 
     def _read(self, n: int) -> bytes:
-        try:
-            return self._stream.read(n)
-        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-            raise InputError(f"{self.path}: corrupt or truncated gzip data: {exc}") from None
+        """Up to `n` bytes; fewer at the end of the stream or at a read error, which sets `damage`.
+
+        gzip's read(n) drops what it decompressed in the call that fails; read1 returns the output of one
+        decompression step at a time, so every byte before the damage is kept."""
+        parts: list[bytes] = []
+        got = 0
+        while got < n and self.damage is None:
+            try:
+                part = self._stream.read1(n - got) if self.compressed else self._stream.read(n - got)
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                kind = "corrupt or truncated gzip data" if self.compressed else "read error"
+                self.damage = f"{kind}: {exc}"
+                break
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
 
     def _read_header(self) -> tuple[Header, int]:
         head = self._read(min(MAX_HEADER, 64 << 10))
@@ -72,6 +101,8 @@ class CsvFile:
             if not more:
                 break
             head += more
+        if self.damage is not None and b"\n" not in head:
+            raise InputError(f"{self.path}: {self.damage} (before the end of the header line)")
         if not head:
             raise InputError(f"{self.path}: empty file (no header line)")
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -100,6 +131,7 @@ class CsvFile:
     def chunks(self, offset: int | None = None, line: int = 2) -> Iterator[Chunk]:
         """Chunks from `offset` (default: just after the header), whose first line is `line`."""
         offset = self.data_offset if offset is None else offset
+        self.damage = None
         try:
             self._stream.seek(offset)
         except (OSError, EOFError, zlib.error) as exc:
@@ -109,23 +141,34 @@ class CsvFile:
         while not eof or carry:
             if not eof:
                 block = self._read(self.chunk_bytes)
-                eof = not block
+                eof = not block or self.damage is not None
                 buf = carry + block
             else:
                 buf = carry
-            cut = _cut(buf, final=eof)
+            final = eof and self.damage is None  # after damage, a last line without newline is cut short
+            cut = _cut(buf, final=final)
             if cut == 0 and not eof and len(buf) < MAX_CHUNK:
                 carry = buf
                 continue
-            if cut == 0:
-                cut = len(buf)  # the last line without newline, or an over-long line
+            if cut == 0 and not eof:
+                cut = len(buf)  # an over-long line
             data, carry = buf[:cut], buf[cut:]
-            end_offset = offset + len(data)
-            if not data.endswith(b"\n"):
-                data += b"\n"
-            nlines = data.count(b"\n")
-            yield Chunk(data, line, end_offset, line + nlines)
-            offset, line = end_offset, line + nlines
+            if data:
+                end_offset = offset + len(data)
+                if not data.endswith(b"\n"):
+                    data += b"\n"
+                nlines = data.count(b"\n")
+                yield Chunk(data, line, end_offset, line + nlines)
+                offset, line = end_offset, line + nlines
+            if self.damage is not None:
+                yield self._damaged(carry, offset, line)
+                return
+
+    def _damaged(self, tail: bytes, offset: int, line: int) -> Chunk:
+        kept = f"every complete line before line {line:,} is kept ({line - 2:,} data lines)"
+        if tail:
+            kept += f"; the {len(tail):,} bytes of the cut line after them are dropped"
+        return Chunk(Damaged(tail, f"{self.path}: {self.damage}: {kept}"), line, offset, line)
 
     def close(self) -> None:
         if self._stream is not self._raw:

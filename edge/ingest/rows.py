@@ -41,6 +41,8 @@ MAX_EPOCH = 253402300800.0  # 10000-01-01T00:00:00Z: the last capture time ISO 8
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _INT = re.compile(r"[+-]?\d+", re.ASCII)
 _WS = " \t\r\n\f\v"
+# control characters (NUL, line breaks, escapes) in a class name break every line-based consumer downstream
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def class_id_for(name: str) -> int:
@@ -86,6 +88,9 @@ def parse_header(line: str) -> Header:
     dupes = sorted({n for n in names if names.count(n) > 1 and n in COLUMNS})
     if dupes:
         raise HeaderError(f"header names column(s) {', '.join(dupes)} more than once")
+    if ("vehicle_lat" in names) != ("vehicle_lon" in names):
+        given, lacking = ("vehicle_lat", "vehicle_lon") if "vehicle_lat" in names else ("vehicle_lon", "vehicle_lat")
+        raise HeaderError(f"header has {given} but not {lacking}: a position needs both")
     index = {n: names.index(n) for n in COLUMNS if n in names}
     extra = tuple(n for n in names if n not in COLUMNS)
     return Header(names, index, extra, tuple(c for c in GPS if c not in names))
@@ -128,6 +133,20 @@ def _optional(col: str, text: str) -> float | None:
     return None if not text.strip(_WS) else _number(col, text)
 
 
+def class_name_problem(name: str) -> str | None:
+    """Why a class name (already stripped) cannot be one, or None."""
+    if not name:
+        return "class_name: empty"
+    bad = _CONTROL.search(name)
+    if bad:
+        return f"class_name: contains the control character {bad.group()!r}"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "class_name: not valid UTF-8"
+    return None
+
+
 def _check(col: str, x: float | None, lo: float, hi: float, hi_open: bool = False) -> None:
     if x is None:
         return
@@ -154,15 +173,15 @@ def parse_row(fields: list[str], header: Header) -> Row:
     conf = _number("confidence", fields[ix["confidence"]])
     _check("confidence", conf, 0.0, 1.0)
     name = fields[ix["class_name"]].strip(_WS)
-    if not name:
-        raise RowError("class_name: empty")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RowError("class_name: not valid UTF-8") from None
+    problem = class_name_problem(name)
+    if problem:
+        raise RowError(problem)
     gps = [_optional(c, fields[ix[c]]) if c in ix else None for c in GPS]
     _check("vehicle_lat", gps[0], -90.0, 90.0)
     _check("vehicle_lon", gps[1], -180.0, 180.0)
+    if (gps[0] is None) != (gps[1] is None):
+        given, lacking = ("vehicle_lat", "vehicle_lon") if gps[0] is not None else ("vehicle_lon", "vehicle_lat")
+        raise RowError(f"{lacking}: empty while {given} is given (a position needs both, or neither)")
     _check("heading", gps[2], 0.0, 360.0, hi_open=True)
     return Row(frame, ts, u, v, conf, name, gps[0], gps[1], gps[2])
 

@@ -8,6 +8,11 @@ Invariants:
 - At most `max_in_flight` events are leased and not yet reported (100 while the broker is unreachable).
 - The producer and the bookkeeping are used under one lock: `drain`/`close` may be called from another
   thread while `run` is active (drain then has the producer to itself until it returns).
+- A producer that can no longer deliver (a fatal error, fenced, or stuck on a producer id the broker does not
+  know) is discarded at once: what it reported as delivered stays acked, everything else it held goes back to
+  the spool, and a new producer with the same configuration sends it. Only unacknowledged events are resent.
+- A recreated producer gets the events back at once, not after a backoff: events in flight are what end a
+  backoff wait as soon as a broker answers (librdkafka reconnects within min(backoff_max_s, 10 s)).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+import json
 import logging
 import random
 import threading
@@ -62,6 +68,13 @@ PROBE_WINDOW = 100  # events in flight while the broker is unreachable
 LEASE_CHUNK = 2000  # leased and produced at a time: the broker gets work while the next chunk is read
 IDLE_WAIT_S = 0.1  # longest wait between looks at the spool; a delivery report ends it early
 STATS_EVERY_S = 1.0
+STATS_INTERVAL_MS = 1000  # librdkafka statistics: the idempotent producer's epoch is watched through them
+# On "unknown producer id" librdkafka bumps the producer epoch and retries without telling the client; a broker
+# that lost every producer id (replaced, or restarted without its data) answers the same again, about twenty
+# times a second, and no delivery report comes until message.timeout.ms. This many bumps without a single report
+# means that producer is stuck. A bump after message timeouts comes with their reports, which reset the count.
+EPOCH_BUMPS_MAX = 5
+DOWN = -1  # stands for a seq in the report list: "the client lost every broker", kept in order with the reports
 
 
 def producer_config(cfg: KafkaConfig) -> dict[str, Any]:
@@ -85,6 +98,7 @@ def producer_config(cfg: KafkaConfig) -> dict[str, Any]:
         "socket.keepalive.enable": True,
         "partitioner": "murmur2_random",  # same partition for a key as the Java client
         "log.connection.close": False,
+        "statistics.interval.ms": STATS_INTERVAL_MS,
         "security.protocol": cfg.security_protocol,
     }
     if cfg.security_protocol.startswith("SASL_"):  # KafkaConfig refuses SASL without credentials
@@ -114,9 +128,10 @@ def _iso(epoch: float) -> str:
 
 class _ClientLog:
     """librdkafka's log lines into Python logging; connection failures go to DEBUG because the
-    flusher reports an outage once ("broker unreachable since ...") instead of once per reconnect."""
+    flusher reports an outage once ("broker unreachable since ...") instead of once per reconnect,
+    and so does a fatal error: the flusher reports it once, with what it does about it."""
 
-    QUIET = frozenset({"FAIL", "BROKERFAIL", "CONNECT", "ERROR"})
+    QUIET = frozenset({"FAIL", "BROKERFAIL", "CONNECT", "ERROR", "FATAL"})
 
     def __init__(self, logger: logging.Logger):
         self._log = logger
@@ -125,6 +140,19 @@ class _ClientLog:
         if args and args[0] in self.QUIET:
             level = min(level, logging.DEBUG)
         self._log.log(level, msg, *args)
+
+
+def _quietly(call: Callable[[], Any]) -> bool:
+    """Run `call` on a producer being discarded; False if it raised (logged): the release that follows must happen."""
+    try:
+        call()
+    except KafkaException as exc:  # what a producer with a fatal error answers
+        log.debug("discarded kafka producer: %s", exc)
+    except Exception:  # a broken client must not stop the release either
+        log.exception("error while discarding the kafka producer")
+    else:
+        return True
+    return False
 
 
 class Step(enum.Enum):
@@ -189,6 +217,9 @@ class KafkaFlusher:
         self._solo: set[int] = set()  # seqs that must be produced alone (a size error on a batch)
         self._solo_inflight: int | None = None
         self._broken: KafkaError | None = None
+        self._fresh = False  # the producer was recreated and has delivered nothing yet
+        self._idle_down = False  # the client lost every broker while idle: not yet known to be an outage
+        self._epoch_mark: tuple[int, int] | None = None  # (producer id, epoch) at the last look with reports since
         self._state = _State.STARTING
         self._progress = False  # a delivery succeeded since the flag was cleared
         self._next_stats = 0.0
@@ -237,14 +268,12 @@ class KafkaFlusher:
             self._producer = self._new_producer()
         self._serve(0)
         self._refresh_stats()
-        if self._broken is not None:
-            self._recover()
+        if self._broken is not None and not self._recover():
             return Step.FAILED
         produced, stopped = self._fill()
         self._apply()
         if self._broken is not None:
-            self._recover()
-            return Step.FAILED
+            return Step.OK if self._recover() else Step.FAILED  # OK: the new producer gets the events at once
         if stopped or self._state is _State.UNREACHABLE:
             return Step.FAILED
         return Step.OK if produced else Step.IDLE
@@ -294,6 +323,9 @@ class KafkaFlusher:
         conf = dict(self._conf or {})
         conf["error_cb"] = self._on_error
         conf["logger"] = _ClientLog(logging.getLogger(__name__ + ".librdkafka"))
+        if int(conf.get("statistics.interval.ms") or 0) > 0:
+            conf["stats_cb"] = self._on_stats
+        self._epoch_mark = None
         return self._factory(conf)
 
     def _window(self) -> int:
@@ -320,7 +352,9 @@ class KafkaFlusher:
             room -= len(records)
             if status is not None or len(records) < want:
                 break
-            self._producer.poll(0)  # keep reports flowing between chunks; applied at the end of the step
+            self._poll(0)  # keep reports flowing between chunks; applied at the end of the step
+            if self._broken is not None:
+                break
         self.metrics.inc("sent", produced)
         return produced, status is _Produced.STOP
 
@@ -428,11 +462,35 @@ class KafkaFlusher:
             self._broken = self._broken or err
             return
         code = err.code()
-        if code in CLIENT_DOWN_ERRORS:
-            if self._inflight or self._state is _State.STARTING:
-                self._note_down(self._describe(err))
+        if code in CLIENT_DOWN_ERRORS or (code == K._TRANSPORT and self._idle_down):
+            # queued behind the reports this poll served first: a success the broker sent before it went away
+            # must not read as "connected" after the outage was noted
+            self._reports.append((DOWN, err))
         elif code != K._TRANSPORT:  # one connection dropping is routine; the rest is worth a line
             log.warning("kafka client error: %s", self._describe(err))
+
+    def _on_stats(self, raw: str) -> None:
+        """Statistics (every STATS_INTERVAL_MS, served by poll): a producer whose epoch keeps being bumped with no
+        delivery report in between is stuck on a producer id the broker does not know (see EPOCH_BUMPS_MAX)."""
+        try:
+            eos = json.loads(raw)["eos"]
+            now = (int(eos["producer_id"]), int(eos["producer_epoch"]))  # a local bump moves the epoch, not epoch_cnt
+        except (ValueError, KeyError, TypeError):
+            return
+        mark = self._epoch_mark
+        if mark is None or mark[0] != now[0] or any(seq != DOWN for seq, _ in self._reports):
+            self._epoch_mark = now  # the first look, a new producer id, or reports waiting to be applied: not stuck
+        elif now[1] - mark[1] >= EPOCH_BUMPS_MAX and self._broken is None:
+            self._broken = KafkaError(K.UNKNOWN_PRODUCER_ID, f"producer epoch bumped {now[1] - mark[1]} times "
+                                      "without a delivery report: the broker does not know this producer")
+
+    def _raised(self, exc: KafkaException) -> None:
+        """confluent-kafka raises a fatal error from the poll/flush that serves it (error_cb never sees one)."""
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is not None and (err.fatal() or err.code() in PRODUCER_BROKEN_ERRORS):
+            self._broken = self._broken or err
+        else:
+            log.warning("kafka client error: %s", exc)
 
     def _note_down(self, reason: str) -> None:
         if self._state is _State.UNREACHABLE:
@@ -442,14 +500,21 @@ class KafkaFlusher:
 
     def _note_up(self) -> None:
         self._progress = True
+        self._idle_down = False
         if self._state is _State.CONNECTED:
             return
         self._state = _State.CONNECTED
         log.info("connected, draining %d events", self._spool_depth())
 
+    def _poll(self, timeout_s: float) -> None:
+        try:
+            self._producer.poll(timeout_s)
+        except KafkaException as exc:
+            self._raised(exc)
+
     def _serve(self, timeout_s: float) -> None:
         if self._producer is not None:
-            self._producer.poll(timeout_s)
+            self._poll(timeout_s)
         self._apply()
 
     def _apply(self) -> None:
@@ -458,8 +523,15 @@ class KafkaFlusher:
         captured: list[float] = []
         if self._reports:
             reports, self._reports = self._reports, []
-            pop, up = self._inflight.pop, False
+            pop, up, downs = self._inflight.pop, False, 0
             for seq, err in reports:
+                if seq == DOWN:
+                    if up:  # keep transitions in report order
+                        self._note_up()
+                        up = False
+                    self._client_down(err)
+                    downs += 1
+                    continue
                 rec = pop(seq, None)
                 if rec is None:
                     continue  # already released (producer discarded)
@@ -477,7 +549,10 @@ class KafkaFlusher:
                 self._handle_failure(seq, err, was_solo)
             if up:
                 self._note_up()
+            if downs < len(reports):
+                self._epoch_mark = None  # delivery reports came: the producer is not stuck
         if acked:
+            self._fresh = False
             if self._solo:
                 self._solo.difference_update(acked)
             self.spool.ack(acked)
@@ -516,25 +591,41 @@ class KafkaFlusher:
 
     # ------------------------------------------------------------------ failure handling
 
-    def _recover(self) -> None:
-        """The producer is unusable (fatal or fenced): serve what reports it can, destroy, release."""
+    def _recover(self) -> bool:
+        """The producer can no longer deliver (fatal, fenced, or stuck on an unknown producer id): drop it without
+        waiting (it cannot deliver anything more), give back what it held, and start a new one with the same
+        configuration. True when the new producer may send at once: the first recreation since a delivery; one
+        that broke again before delivering anything waits a backoff first (no hot loop)."""
         err, self._broken = self._broken, None
-        log.error("kafka producer unusable (%s): recreating it; %d events in flight go back to the spool",
-                  self._describe(err), len(self._inflight))
-        self.metrics.inc("producer_restarts")
-        self._abandon(flush_s=1.0)
+        at_once = not self._fresh
+        self.metrics.inc("producer_recreated")
+        log.error("kafka producer unusable (%s): recreating it; %d events in flight go back to the spool%s",
+                  self._describe(err), len(self._inflight), "" if at_once else " (after a backoff: it broke again)")
+        self._abandon()
+        self._fresh = True
+        if at_once:
+            self._producer = self._new_producer()
+        return at_once
 
-    def _abandon(self, flush_s: float = 0.0) -> None:
+    def _client_down(self, err: KafkaError) -> None:
+        """The client lost every broker (or, after that, failed to connect). With events in flight that is an
+        outage. An idle producer's connections also close (idle timeout) and reopen on demand: then it is only
+        remembered, and becomes an outage when a connection attempt fails while events wait."""
+        if self._inflight or self._state is _State.STARTING:
+            self._note_down(self._describe(err))
+        elif err.code() != K._TRANSPORT:
+            self._idle_down = True
+
+    def _abandon(self) -> None:
+        """Drop the producer: apply what it reported, give everything else it held back to the spool."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                if flush_s > 0:
-                    producer.flush(flush_s)
-                producer.purge(in_queue=True, in_flight=True, blocking=False)
-                producer.flush(0)  # serve the purge reports
-            except Exception:  # a broken client must not stop the release below
-                log.exception("error while discarding the kafka producer")
-        self._apply()  # the reports flush/purge just served
+            _quietly(functools.partial(producer.purge, in_queue=True, in_flight=True, blocking=False))
+            # serve the reports already there (successes stay acked) and the purge's; a fatal error is raised by
+            # the call that serves it, so a second call serves what came after it
+            if not _quietly(functools.partial(producer.flush, 0)):
+                _quietly(functools.partial(producer.flush, 0))
+        self._apply()
         self._broken = None
         self._solo_inflight = None
         self._retry.extend(self._inflight)

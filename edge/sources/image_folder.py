@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import logging
 import math
 import os
@@ -22,6 +23,46 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _text(value: object) -> str:
+    raw = value if isinstance(value, bytes) else str(value or "").encode()
+    return raw.split(b"\x00", 1)[0].decode("ascii", "replace").strip()
+
+
+def _exif_time(date: str, hms: tuple[float, float, float], offset: str = "+00:00") -> float:
+    """'YYYY:MM:DD' + (h, m, s) + '±HH:MM' → Unix seconds; ValueError if any part is not a date."""
+    y, mo, d = (int(x) for x in date.replace("-", ":").split(":"))
+    sign = -1 if offset.startswith("-") else 1
+    oh, om = (int(x) for x in offset.lstrip("+-").split(":"))
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and all(0 <= x < 61 for x in hms) and 0 <= oh < 15 and 0 <= om < 60):
+        raise ValueError("not a date")
+    return calendar.timegm((y, mo, d, 0, 0, 0)) + hms[0] * 3600 + hms[1] * 60 + hms[2] - sign * (oh * 3600 + om * 60)
+
+
+def photo_time(path: str | os.PathLike[str]) -> float | None:
+    """When a photo was taken (Unix seconds) by its EXIF (read with piexif): DateTimeOriginal with its
+    OffsetTimeOriginal, else the GPS date and time (UTC). None without them: a DateTimeOriginal without zone is
+    some local time. Never raises: a photo without usable EXIF is dated by its file instead."""
+    import piexif
+
+    try:
+        tags = piexif.load(str(path))
+    except Exception:  # noqa: BLE001 - piexif raises many types on malformed files (seen: struct.error, ValueError)
+        return None
+    exif, gps = tags.get("Exif") or {}, tags.get("GPS") or {}
+    original = _text(exif.get(piexif.ExifIFD.DateTimeOriginal))
+    offset = _text(exif.get(piexif.ExifIFD.OffsetTimeOriginal))
+    try:
+        if len(original) >= 19 and len(offset) == 6:
+            return _exif_time(original[:10], tuple(float(x) for x in original[11:19].split(":")), offset)  # type: ignore[arg-type]
+    except ValueError:
+        pass
+    try:
+        hms = tuple(n / d for n, d in gps[piexif.GPSIFD.GPSTimeStamp])
+        return _exif_time(_text(gps[piexif.GPSIFD.GPSDateStamp]), hms)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def _natural_key(name: str) -> list[tuple[int, int | str]]:
@@ -97,7 +138,8 @@ class ImageFolderSource:
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """One frame per image: index = position in the listing, timestamp = index / inference_fps (the
-        spacing changes where set_fps() was called), captured_at = the file's modification time."""
+        spacing changes where set_fps() was called), captured_at = when the photo was taken by its EXIF
+        (photo_time), else the file's modification time (a copy's, maybe); source = folder/file name."""
         with self._lock:
             self._base, self._next_index = (0, 0.0), 0
         for index, file in enumerate(self.files):
@@ -119,8 +161,10 @@ class ImageFolderSource:
                 log.warning("image folder %s: %s (image %d) does not decode; skipped", self.path, file.name, index)
                 continue
             self.stats.frames_emitted += 1
-            yield Frame(index=index, timestamp_sec=timestamp, captured_at=mtime, image=image,
-                        source=self.name, path=str(file))
+            taken = photo_time(file)
+            source = file.name if file == self.path else f"{self.name}/{file.name}"
+            yield Frame(index=index, timestamp_sec=timestamp, captured_at=mtime if taken is None else taken,
+                        image=image, source=source, path=str(file))
         log.info("image folder %s: %d images, %d decoded", self.path, len(self.files), self.stats.frames_emitted)
 
     def close(self) -> None:

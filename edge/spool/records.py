@@ -18,6 +18,14 @@ class SpoolError(Exception):
     """The spool file cannot be used (unsupported format, not a spool, closed); the message names the path."""
 
 
+class SpoolUnavailable(SpoolError):
+    """The spool cannot be opened now (EMFILE, EACCES, EROFS, ENAMETOOLONG, SQLITE_BUSY, ...): nothing was changed."""
+
+
+class SpoolBusy(SpoolError):
+    """Another process owns the spool (and its state directory); the message names its pid and command line."""
+
+
 class SpoolClosed(SpoolError):
     """The spool was closed; an append that was still waiting for room was not written."""
 
@@ -79,6 +87,7 @@ class SpoolStats:
     disk_full: bool
     max_bytes: int
     policy: str
+    lost_total: int = 0  # events found missing at an open (lost or damaged WAL), over the spool's life
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,15 @@ class RecoveryReport:
     quarantined: int  # records read back but failing their checksum or decoding
     lost: int | None  # records known to have existed and not read back; None when unknown
     unreadable_ranges: int  # damaged stretches of the table that were skipped
+
+
+@dataclass(frozen=True, slots=True)
+class WalLoss:
+    """What opening found missing: commits the spool's mark file had seen that the database no longer holds."""
+
+    expected_last_seq: int  # the highest seq committed, from the mark file
+    found_last_seq: int  # the highest seq the database holds now
+    lost: int  # pending or dead events the mark counted that are gone
 
 
 def checksum(key: bytes, value: bytes, detection_id: bytes, schema_version: int, captured_at: float) -> int:

@@ -50,17 +50,21 @@ CREATE TABLE quarantine (
     quarantined_at REAL NOT NULL
 );
 """
+BUSY_TIMEOUT_S = 10.0  # how long a statement waits for another connection's lock before SQLITE_BUSY
 WAL_AUTOCHECKPOINT_PAGES = 256  # ~1 MiB of WAL before a checkpoint; disk.RESERVE_BYTES must exceed it
 TABLES = ("meta", "pending", "dead", "quarantine")
 # Counters kept in `meta`, changed in the same transaction as the rows they count.
-COUNTERS = ("depth", "bytes", "last_seq", "dead", "quarantined", "appended_total", "acked_total", "evicted_total")
+COUNTERS = (
+    "depth", "bytes", "last_seq", "dead", "quarantined", "appended_total", "acked_total", "evicted_total",
+    "lost_total",  # events found missing at an open (WAL lost or damaged); added to older files at open
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, synchronous=FULL, text read as bytes."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
     conn.text_factory = bytes  # decode ourselves: a flipped byte must reach the checksum, not a UnicodeDecodeError
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
@@ -68,7 +72,7 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _problem(conn: sqlite3.Connection, path: Path) -> str | None:
+def problem(conn: sqlite3.Connection, path: Path) -> str | None:
     """Why an existing file is unusable as a spool (None: fine). Raises SpoolError for files we must not touch."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     names = {r[0].decode() for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -92,7 +96,7 @@ def _problem(conn: sqlite3.Connection, path: Path) -> str | None:
     return None
 
 
-def _initialise(conn: sqlite3.Connection) -> None:
+def initialise(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     # statement by statement: executescript() would COMMIT the open transaction
     for statement in SCHEMA.split(";"):
@@ -103,50 +107,23 @@ def _initialise(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
-def open_checked(path: Path) -> tuple[sqlite3.Connection, Path | None, str]:
-    """Open (creating if needed) the spool at `path`.
-
-    Returns (connection, moved_aside, reason): when the file was corrupt it is renamed to
-    `<name>.corrupt-<UTC time>` (with its -wal and -shm), a fresh spool is created, and
-    `moved_aside` is the old file for salvage."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn: sqlite3.Connection | None = None
-    reason: str | None
-    try:
-        conn = connect(path)
-        reason = _problem(conn, path)
-    except SpoolError:
-        if conn is not None:
-            conn.close()
-        raise
-    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed", ...
-        reason = f"{type(exc).__name__}: {exc}"
-    moved: Path | None = None
-    if reason is not None:
-        if conn is not None:
-            conn.close()
-        moved = move_aside(path)
-        log.error("spool %s is corrupt (%s); moved it to %s and starting a fresh spool", path, reason, moved)
-        conn = connect(path)
-    assert conn is not None
-    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-        _initialise(conn)
-    return conn, moved, reason or ""
-
-
-def move_aside(path: Path) -> Path:
-    """Rename the spool and its -wal/-shm to `<name>.corrupt-<UTC time>[-wal|-shm]`; never deletes anything."""
+def corrupt_name(path: Path) -> Path:
+    """Where a corrupt spool goes: `<name>.corrupt-<UTC time>[-n]`, a name not yet taken."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
     while target.exists():
         target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
         n += 1
+    return target
+
+
+def move_aside(path: Path, target: Path) -> None:
+    """Rename the spool and its -wal/-shm to `target[-wal|-shm]`; never deletes anything."""
     for suffix in ("", "-wal", "-shm"):  # the copy keeps SQLite's naming, so opening it still applies its WAL
         src = Path(f"{path}{suffix}")
-        if src.exists():
+        if src.exists() and not Path(f"{target}{suffix}").exists():
             os.replace(src, f"{target}{suffix}")
-    return target
 
 
 def row_to_record(row: tuple, attempts_bump: int = 0) -> tuple[SpoolRecord | None, int, str]:

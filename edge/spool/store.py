@@ -15,10 +15,17 @@
 #     leased; a released record comes before newer ones again.
 #  5. Bounded. meta.bytes (sum of key + value sizes of pending records) changes in the same
 #     transaction as the rows, so it is exact and read in O(1). It stays <= max_bytes except by
-#     records in flight (drop_oldest never evicts a leased record) and by requeue_dead().
+#     records in flight (drop_oldest never evicts a leased record) and by requeue_dead(). Every
+#     open sets depth, bytes, dead, quarantined and last_seq from the tables (logged when they differ),
+#     so no drift outlives a restart.
 #  6. Integrity. Every row carries schema_version and a CRC32 that every read checks. The file
-#     carries its format in PRAGMA user_version: a newer one is refused with SpoolError, a corrupt
-#     file is moved aside (kept, never deleted) and salvaged row by row into a fresh spool.
+#     carries its format in PRAGMA user_version: a newer one is refused with SpoolError. Only a
+#     corrupt file (SQLITE_CORRUPT, SQLITE_NOTADB, failed quick_check, missing tables) is moved aside
+#     (kept, never deleted) and salvaged row by row into a fresh spool, in the same open, before
+#     anything else is written; a marker file makes a crash mid-salvage redo it at the next open
+#     (opening.py). A file that cannot be opened now (EMFILE, EACCES, EROFS, ENOENT, ENAMETOOLONG,
+#     SQLITE_BUSY, ...) is SpoolUnavailable naming path and errno, and nothing on disk changes.
+#     Read-only commands use reader.py (SQLite mode=ro): no lock, no move, no salvage, no writes.
 #  7. Disk full (SQLITE_FULL / ENOSPC) is "full", never a crash: the reserve file (disk.py) is given up
 #     so SQLite can checkpoint and delete, then drop_oldest evicts and retries, block waits and retries;
 #     while the disk stays full new rows only reuse pages that evictions or acks freed. stats().disk_full
@@ -28,6 +35,21 @@
 #     lock. Readers (lease, peek, stats) use a second connection: WAL lets them read while the writer
 #     commits. Lock order: _wlock, then _state, then _rlock; _cv is never held while taking another
 #     (except by future callbacks run on the writer thread).
+#  9. One owner. A writable spool holds an exclusive flock on `<spool>.lock` (lock.py) from before
+#     its file is looked at until close; the file names the owner's pid and command line. A second
+#     writer gets SpoolBusy ("state dir X is in use by pid N (command)"), never a second connection
+#     writing with stale in-memory counters. The kernel drops the lock of a process killed by SIGKILL.
+# 10. No silent loss in the WAL. After a crash the newest commits may exist only in `-wal`; losing or
+#     damaging it rolls back rows and meta alike. So `<spool>.mark` (mark.py), outside SQLite, is
+#     rewritten after every commit with last_seq, base_seq (every commit up to it is in the database
+#     file: the wal-index showed a complete checkpoint) and live_above (pending + dead records with
+#     seq > base_seq). SQLite itself keeps every WAL frame up to the last valid commit; an open that
+#     finds last_seq below the mark's logs "N events lost" at ERROR, adds N to meta.lost_total and
+#     sets `wal_loss`: N = live_above minus the live records above base_seq still present (records
+#     acked after the last checkpoint and brought back by the rollback make N smaller, never larger).
+#     The mark is written after COMMIT returns, so it never claims more than is durable: a crash
+#     between the two misses at most that one commit. It is fsynced at open, close and rebase only:
+#     after a power cut it may lag (fewer events reported), which SIGKILL cannot cause.
 
 from __future__ import annotations
 
@@ -43,6 +65,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge.spool.disk import DiskReserve, free_bytes, is_disk_full
+from edge.spool.lock import OwnerLock
+from edge.spool.mark import MarkKeeper
+from edge.spool.opening import close_parts, in_use, open_parts
 from edge.spool.records import (
     RecoveryReport,
     SpoolClosed,
@@ -51,10 +76,10 @@ from edge.spool.records import (
     SpoolItem,
     SpoolRecord,
     SpoolStats,
+    WalLoss,
     checksum,
 )
-from edge.spool.salvage import salvage
-from edge.spool.schema import COLUMNS, COUNTERS, connect, open_checked, row_to_record
+from edge.spool.schema import COLUMNS, COUNTERS, row_to_record
 from edge.spool.writer import DISK_RECHECK_S, RETRY_MIN_S, GroupCommit, PendingAppend, chunks, marks
 
 log = logging.getLogger(__name__)
@@ -76,9 +101,14 @@ class Spool(GroupCommit):
         when_full: WhenFull,
         commit_interval_ms: float,
         commit_batch: int,
+        owner: OwnerLock,
+        mark: MarkKeeper,
+        wal_loss: WalLoss | None = None,
     ):
         self.path = path
         self.recovery = recovery  # set when open() found the file corrupt and salvaged it
+        self.wal_loss = wal_loss  # set when open() found committed events missing (WAL lost or damaged)
+        self._owner, self._mark = owner, mark  # the lock held until close(); the mark kept at every commit
         self.max_bytes = max_bytes
         self.policy: WhenFull = when_full
         self._interval = commit_interval_ms / 1000.0
@@ -135,8 +165,12 @@ class Spool(GroupCommit):
         when_full: str = "drop_oldest",
         commit_interval_ms: float = 5.0,
         commit_batch: int = 500,
+        owner_name: str | None = None,
     ) -> Spool:
-        """Open or create the spool at `path`; a corrupt file is moved aside and salvaged (see `recovery`)."""
+        """Open or create the spool at `path` and own it until close(): SpoolBusy ("<owner_name> is in use by pid N
+        (command)") while another process does, SpoolUnavailable when it cannot be opened now (nothing changed).
+        A corrupt file is moved aside and salvaged (see `recovery`); committed events found missing are
+        reported (see `wal_loss`)."""
         if when_full not in ("drop_oldest", "block"):
             raise ValueError(f"when_full must be 'drop_oldest' or 'block', got {when_full!r}")
         if max_bytes < 1:
@@ -146,18 +180,16 @@ class Spool(GroupCommit):
                 f"commit_interval_ms must be > 0 and commit_batch >= 1, got {commit_interval_ms}, {commit_batch}"
             )
         path = Path(path)
+        owner, writer, reader, recovery, mark, loss = open_parts(path, owner_name or f"spool {path}")
         try:
-            writer, moved, reason = open_checked(path)
-        except OSError as exc:
-            raise SpoolError(f"{path}: cannot open spool: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise SpoolError(f"{path}: cannot open spool: {exc}") from exc
-        recovery = salvage(moved, writer, reason) if moved is not None else None
-        reader = connect(path)
-        spool = cls(
-            path, writer, reader, recovery, max_bytes=max_bytes, when_full=when_full,  # type: ignore[arg-type]
-            commit_interval_ms=commit_interval_ms, commit_batch=commit_batch,
-        )
+            spool = cls(
+                path, writer, reader, recovery, max_bytes=max_bytes, when_full=when_full,  # type: ignore[arg-type]
+                commit_interval_ms=commit_interval_ms, commit_batch=commit_batch, owner=owner, mark=mark,
+                wal_loss=loss,
+            )
+        except BaseException:
+            close_parts(path, owner, writer, reader, mark)
+            raise
         s = spool._counters
         log.info(
             "spool %s opened: %d pending (%d bytes of %d), %d dead, %d quarantined, policy %s",
@@ -381,9 +413,10 @@ class Spool(GroupCommit):
             self._check_open()
 
         def body(c: sqlite3.Cursor, d: collections.Counter) -> int:
-            n = c.execute("DELETE FROM dead").rowcount
-            d["dead"] -= n
-            return n
+            seqs = [s for (s,) in c.execute("DELETE FROM dead RETURNING seq").fetchall()]
+            d["dead"] -= len(seqs)
+            d["removed_above"] += self._mark.count_above(seqs)
+            return len(seqs)
 
         try:
             n = self._write(body)
@@ -422,6 +455,7 @@ class Spool(GroupCommit):
                     )
                 sizes = c.execute(f"DELETE FROM {table} WHERE seq = ? RETURNING size", (seq,)).fetchall()
                 d["quarantined"] += 1
+                d["removed_above"] += self._mark.count_above([seq] if sizes else [])
                 if table == "pending":
                     d["depth"] -= len(sizes)
                     d["bytes"] -= sum(s for (s,) in sizes if isinstance(s, int))
@@ -473,6 +507,7 @@ class Spool(GroupCommit):
             depth=c["depth"], bytes=c["bytes"], oldest_age_s=age, in_flight=in_flight, dead=c["dead"],
             quarantined=c["quarantined"], evicted_total=c["evicted_total"], appended_total=c["appended_total"],
             acked_total=c["acked_total"], disk_full=disk_full, max_bytes=self.max_bytes, policy=self.policy,
+            lost_total=c["lost_total"],
         )
 
     @property
@@ -528,7 +563,7 @@ class Spool(GroupCommit):
         c.execute("BEGIN IMMEDIATE")
         try:
             result = body(c, d)
-            changed = [(self._counters[k] + v, k) for k, v in d.items() if v]
+            changed = [(self._counters[k] + v, k) for k, v in d.items() if v and k in self._counters]
             if changed:
                 c.executemany("UPDATE meta SET value = ? WHERE name = ?", changed)
             c.execute("COMMIT")
@@ -550,7 +585,9 @@ class Spool(GroupCommit):
             for value, name in changed:
                 self._counters[name] = value
             self._evicting.clear()
+            last_seq, live = self._counters["last_seq"], self._counters["depth"] + self._counters["dead"]
         self._commits += 1
+        self._mark.committed(last_seq, live, d["appended_total"], d["removed_above"])
         if self._disk_full_since is not None and clears_full:
             self._disk_evict_bytes = 0
             if self._reserve.make():  # the disk has room again, not just our own freed pages
@@ -616,7 +653,12 @@ class Spool(GroupCommit):
             with self._state:
                 self._closed = True
             with self._wlock:
+                self._mark.finish(self._cw)
                 self._cw.close()
             with self._rlock:
-                self._cr.close()
+                self._cr.close()  # the last connection: SQLite checkpoints and removes the WAL
+            in_use(self.path, -1)
+            self._mark.close()
+            self._owner.release()
             log.info("spool %s closed", self.path)
+

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.spool.disk import DiskReserve
+from edge.spool.mark import MarkKeeper
 from edge.spool.records import SpoolClosed, SpoolError, SpoolFull
 from edge.spool.schema import COLUMNS
 
@@ -23,7 +24,7 @@ _EVICT_LOG_EVERY_S = 10.0
 RETRY_MIN_S, RETRY_MAX_S = 0.05, 1.0  # disk-full retry backoff
 DISK_RECHECK_S = 1.0  # disk full: how often to look whether there is room again
 _DISK_FULL_EVICT_FACTOR = 1.5  # disk full: pages an append needs per payload byte (row overhead included)
-_DELETE_RETURNING = "DELETE FROM pending WHERE seq IN ({}) RETURNING size"
+_DELETE_RETURNING = "DELETE FROM pending WHERE seq IN ({}) RETURNING seq, size"
 
 
 def chunks(seq: Sequence[int], n: int = _CHUNK) -> Iterable[Sequence[int]]:
@@ -97,6 +98,7 @@ class GroupCommit:
     _checkpoint: Callable[[], None]
     _is_disk_full: Callable[[BaseException], bool]
     _set_disk_full: Callable[[BaseException], None]
+    _mark: MarkKeeper
 
     def _run(self) -> None:
         while True:
@@ -196,10 +198,11 @@ class GroupCommit:
 
         def body(c: sqlite3.Cursor, d: collections.Counter) -> None:
             for chunk in chunks(work.acks):
-                sizes = c.execute(_DELETE_RETURNING.format(marks(len(chunk))), chunk).fetchall()
-                d["depth"] -= len(sizes)
-                d["bytes"] -= sum(s for (s,) in sizes)
-                d["acked_total"] += len(sizes)
+                gone = c.execute(_DELETE_RETURNING.format(marks(len(chunk))), chunk).fetchall()
+                d["depth"] -= len(gone)
+                d["bytes"] -= sum(s for _, s in gone)
+                d["acked_total"] += len(gone)
+                d["removed_above"] += self._mark.count_above(q for q, _ in gone)
             if work.attempts:
                 updates = [(a, s) for s, a in work.attempts.items()]
                 c.executemany("UPDATE pending SET attempts = ? WHERE seq = ?", updates)
@@ -371,10 +374,11 @@ class GroupCommit:
                 self._evicting[seq] = self._released.pop(seq, 0)
         freed = 0
         for chunk in chunks(chosen):
-            sizes = c.execute(_DELETE_RETURNING.format(marks(len(chunk))), chunk).fetchall()
-            freed += sum(s for (s,) in sizes)
-            d["depth"] -= len(sizes)
-            d["evicted_total"] += len(sizes)
+            gone = c.execute(_DELETE_RETURNING.format(marks(len(chunk))), chunk).fetchall()
+            freed += sum(s for _, s in gone)
+            d["depth"] -= len(gone)
+            d["evicted_total"] += len(gone)
+            d["removed_above"] += self._mark.count_above(q for q, _ in gone)
         d["bytes"] -= freed
         if chosen:
             self._evict_note.append((len(chosen), freed, oldest if oldest is not None else time.time()))

@@ -298,3 +298,80 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float 
         if time.monotonic() > deadline:
             return False
         time.sleep(interval_s)
+
+
+# ---------------------------------------------------------------- a broker replaced on the same address
+
+
+class ReplaceableBroker:
+    """A Tansu broker on a fixed loopback port that a test can stop and replace by a fresh one on the same port:
+    the new broker knows no topic and no producer id (Tansu keeps everything in memory)."""
+
+    def __init__(self, log_dir: object):
+        from pathlib import Path
+
+        from edge.sinks.local_broker import LocalBroker, free_port
+
+        self._log_dir, self._make = Path(str(log_dir)), LocalBroker
+        self.port = free_port()
+        self.generation = 0
+        self.current = self._start()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def _start(self) -> object:
+        self.generation += 1
+        return self._make(self._log_dir / f"gen{self.generation}", port=self.port).start()
+
+    def create_topic(self, name: str, partitions: int = 3) -> str:
+        self.current.create_topic(name, partitions=partitions)  # type: ignore[attr-defined]
+        return name
+
+    def stop(self) -> None:
+        """Stop the running broker (SIGINT: Tansu ignores SIGTERM); clients see refused connections."""
+        self.current.stop()  # type: ignore[attr-defined]
+
+    def start_fresh(self) -> None:
+        """A new broker on the same port, with no topic and no producer id."""
+        self.current = self._start()
+
+    def close(self) -> None:
+        self.current.stop()  # type: ignore[attr-defined]
+
+
+class AckLog:
+    """Records every seq a spool acks, with the time of the ack: `monkeypatch.setattr(Spool, "ack", log.ack)`."""
+
+    def __init__(self, original: Callable[..., None]):
+        self._lock = threading.Lock()
+        self.acks: list[tuple[float, int]] = []
+
+        def ack(spool: object, seqs: Iterable[int]) -> None:
+            seqs = list(seqs)
+            now = time.monotonic()
+            original(spool, seqs)
+            with self._lock:
+                self.acks.extend((now, s) for s in seqs)
+
+        self.ack = ack
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acks)
+
+    def before(self, t: float) -> set[int]:
+        """Seqs acked before monotonic time `t`."""
+        with self._lock:
+            return {s for at, s in self.acks if at < t}
+
+    def first_after(self, t: float) -> float | None:
+        """Monotonic time of the first ack at or after `t`, None if there was none."""
+        with self._lock:
+            return min((at for at, _ in self.acks if at >= t), default=None)
+
+    def seqs(self) -> list[int]:
+        with self._lock:
+            return [s for _, s in self.acks]

@@ -1,11 +1,12 @@
 """The flusher against a real Kafka-protocol broker (Tansu): every event once and in order, offline start,
-a connection cut mid-drain, a dead letter, a bounded shutdown drain."""
+a connection cut mid-drain, a dead letter, a bounded shutdown drain, delivery resuming within the backoff cap."""
 
 from __future__ import annotations
 
 import json
 import logging
 import subprocess
+import threading
 import time
 
 import pytest
@@ -168,3 +169,49 @@ def test_shutdown_drain_is_bounded_when_offline(proxied, spool):
     assert elapsed < 3.5, f"drain took {elapsed:.1f} s for a 2 s budget"
     st = spool.stats()
     assert st.depth == 500 and st.in_flight == 0, f"spool after drain: {st}"
+
+
+RESUME_MARGIN_S = 12.0  # over backoff_max_s, generous (shared machines; measured 0.9–2.0 s in all): reconnect, first round trip
+
+
+@pytest.mark.parametrize("mode", ["run", "final drain"])
+def test_delivery_resumes_within_the_backoff_cap_after_an_outage(proxied, spool, caplog, mode):
+    # given a flusher with a 2 s backoff cap and default message timeouts, delivering
+    cap = 2.0
+    topic = proxied.create_topic()
+    items, spec = make_items(3000, vehicles=3)
+    cfg = KafkaConfig(bootstrap_servers=proxied.bootstrap, topic=topic, linger_ms=5, backoff_max_s=cap)
+    flusher = KafkaFlusher(cfg, spool, Metrics())
+    drains: list[bool] = []
+    with caplog.at_level(logging.INFO, logger=FLUSHER_LOG), running(flusher):
+        spool.append(items[:1000])
+        assert wait_for(lambda: drained(spool, flusher), 30), f"not drained before the outage: {spool.stats()}"
+        # when the link is down for three times the cap while events keep coming
+        proxied.proxy.cut()
+        spool.append(items[1000:])
+        assert wait_for(lambda: "broker unreachable since" in caplog.text, 15), "the outage was never noticed"
+        before = flusher.metrics.get("acked")
+        assert not wait_for(lambda: flusher.metrics.get("acked") > before, 3 * cap), "acks while the link was down"
+        lines_in_outage = len(caplog.messages)
+        if mode == "final drain":  # the shutdown drain of edge run / edge replay is what waits for the broker
+            drainer = threading.Thread(target=lambda: drains.append(flusher.drain(60)), daemon=True)
+            drainer.start()
+        restored = time.monotonic()
+        proxied.proxy.restore()
+        # then delivery resumes within the backoff cap (plus a margin), and everything arrives
+        assert wait_for(lambda: flusher.metrics.get("acked") > before, cap + 30), "delivery never resumed"
+        resumed_s = time.monotonic() - restored
+        assert wait_for(lambda: drained(spool, flusher), 60), f"not drained after the outage: {spool.stats()}"
+        if mode == "final drain":
+            drainer.join(60)
+            assert drains == [True], f"the final drain returned {drains}"
+    print(f"\n{mode}: delivery resumed {resumed_s:.2f} s after the broker came back (backoff_max_s {cap})")
+    assert resumed_s <= cap + RESUME_MARGIN_S, f"delivery resumed {resumed_s:.1f} s after the broker came back"
+    got = consume_until(proxied.bootstrap, topic, spec.ids, deadline_s=30)
+    assert got.ids == spec.ids, f"lost {len(spec.ids - got.ids)} events"
+    # and "connected" was said before the outage and once a broker answered again, never in between
+    msgs = caplog.messages
+    ups = [i for i, m in enumerate(msgs) if m.startswith("connected, draining")]
+    downs = [i for i, m in enumerate(msgs) if m.startswith("broker unreachable since")]
+    assert len(downs) == 1 and len(ups) == 2, f"state lines: {[msgs[i] for i in sorted(ups + downs)]}"
+    assert ups[0] < downs[0] and ups[1] >= lines_in_outage, "connected logged while the link was down"

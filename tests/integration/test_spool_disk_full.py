@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,13 +18,14 @@ FS_SIZE = "8m"
 FILLER_BYTES = 4 << 20  # someone else's data; deleting it gives the disk room again
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "fs"
-    mount_point.mkdir()
+@contextlib.contextmanager
+def small_tmpfs(mount_point: Path, size: str = FS_SIZE) -> Iterator[Path]:
+    """A real, size-limited file system (tmpfs, so the machine's disk is never filled) mounted at
+    `mount_point` for the block; skips the test where it cannot be mounted (needs root)."""
+    mount_point.mkdir(exist_ok=True)
     try:
         done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE}", "tmpfs", str(mount_point)],
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
             capture_output=True, text=True, timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -30,10 +33,24 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
-        (mount_point / "filler").write_bytes(bytes(FILLER_BYTES))
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
+
+
+def fill_leaving(fs: Path, free: int, name: str = "filler") -> Path:
+    """Someone else's data: a file that leaves about `free` bytes of `fs` free (deleting it gives room again)."""
+    st = os.statvfs(fs)
+    filler = fs / name
+    filler.write_bytes(bytes(max(0, st.f_bavail * st.f_frsize - free)))
+    return filler
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "fs") as mount_point:
+        (mount_point / "filler").write_bytes(bytes(FILLER_BYTES))
+        yield mount_point
 
 
 def batch(i: int, n: int = 10) -> list[SpoolItem]:

@@ -230,3 +230,91 @@ def test_reload_refuses_what_start_would(tmp_path, caplog):
 class _NoDetector:
     def set_thresholds(self, *args):
         raise AssertionError("a rejected reload must not reach the detector")
+
+
+# --- issue 11: strict types in the file, typed environment values blamed on their variable -------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[kafka]\nbatch_size = true\n", "kafka.batch_size"),
+        ('[source]\ninference_fps = "7"\n', "source.inference_fps"),
+        ("[kafka]\nbatch_size = 10.0\n", "kafka.batch_size"),
+        ('[gps]\ngpsd_port = "2947"\n', "gps.gpsd_port"),
+        ("[detector]\ntensorrt_fp16 = 1\n", "detector.tensorrt_fp16"),
+        ("[vehicle]\nvehicle_id = 7\n", "vehicle.vehicle_id"),
+    ],
+)
+def test_file_values_must_have_their_type(tmp_path, toml, key):
+    # given a TOML value of the wrong type that lax validation would have coerced (true -> 1, "7" -> 7.0)
+    path = tmp_path / "edge.toml"
+    path.write_text(toml)
+    # then it is an error on that key, blamed on the file
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert [k for k, _ in info.value.problems] == [key], f"{toml!r}: {info.value.problems}"
+    assert info.value.origin == str(path), f"the file is the origin: {info.value.origin}"
+
+
+def test_integers_are_still_accepted_for_floats(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("[source]\ninference_fps = 7\n[gps]\nfixed_lat = 52\nfixed_lon = 4\nprovider = \"fixed\"\n")
+    cfg = load_config(path, env={})
+    assert cfg.source.inference_fps == 7.0 and cfg.gps.fixed_lat == 52.0, "an integer is a valid float in TOML"
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "message"),
+    [
+        ({"INFERENCE_FPS": "-3"}, "source.inference_fps", "greater than 0"),
+        ({"INFERENCE_FPS": "fast"}, "source.inference_fps", "not a number"),
+        ({"INFERENCE_FPS": "nan"}, "source.inference_fps", "not a number"),
+        ({"KAFKA_BATCH_SIZE": "1.5"}, "kafka.batch_size", "not an integer"),
+        ({"KAFKA_BATCH_SIZE": "true"}, "kafka.batch_size", "not an integer"),
+        ({"KAFKA_COMPRESSION_TYPE": "brotli"}, "kafka.compression_type", "Input should be"),
+    ],
+)
+def test_bad_environment_value_is_blamed_on_its_variable(tmp_path, env, key, message):
+    path = tmp_path / "edge.toml"
+    path.write_text("[source]\ninference_fps = 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env)
+    name = next(iter(env))
+    assert info.value.problems[0][0] == key and message in info.value.problems[0][1], f"{info.value.problems}"
+    assert info.value.origin == f"environment {name}", f"the variable is the origin, not the file: {info.value.origin}"
+    assert str(path) not in str(info.value), f"the file is not blamed: {info.value}"
+
+
+def test_environment_strings_become_typed_values():
+    cfg = load_config(None, env={"INFERENCE_FPS": " 7 ", "KAFKA_BATCH_SIZE": "+500"})
+    assert (cfg.source.inference_fps, cfg.kafka.batch_size) == (7.0, 500), f"{cfg.source}, {cfg.kafka.batch_size}"
+
+
+def test_file_and_environment_problems_each_say_where(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("[kafka]\nbatch_size = true\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"INFERENCE_FPS": "-3"})
+    text = str(info.value).splitlines()
+    assert f"{path}: kafka.batch_size: Input should be a valid integer (got True)" in text, text
+    assert "environment INFERENCE_FPS: source.inference_fps: Input should be greater than 0 (got -3.0)" in text, text
+
+
+def test_config_check_names_the_environment_variable(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "edge.toml"
+    path.write_text("")
+    monkeypatch.setenv("INFERENCE_FPS", "-3")
+    assert main(["config", "check", str(path)]) == 2, "an invalid environment value is a configuration error"
+    err = capsys.readouterr().err
+    assert "config error: environment INFERENCE_FPS: source.inference_fps: " in err, err
+
+
+def test_non_utf8_file_is_a_configuration_error(tmp_path, capsys):
+    # given a Latin-1 file (é as the byte 0xe9)
+    path = tmp_path / "edge.toml"
+    path.write_bytes('[vehicle]\nvehicle_id = "café"\n'.encode("latin-1"))
+    # then config check exits 2 (not 1 with a UnicodeDecodeError) and says what is wrong
+    assert main(["config", "check", str(path)]) == 2, "a file that is not UTF-8 is a configuration error"
+    err = capsys.readouterr().err
+    assert "not UTF-8" in err and "0xe9" in err and "Traceback" not in err, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.gps.exif import ExifProvider, fix_from_gps_ifd, read_exif
+from edge.sources.image_folder import photo_time
 from edge.types import Frame
 
 DATA = Path(os.environ.get("EDGE_TEST_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
@@ -24,15 +26,19 @@ G = piexif.GPSIFD
 GOOD = {  # file: (|lat|, |lon|, heading) from ../shared/data/exif/SOURCES.txt
     "gps_iphone_hdr_NO.jpg": (40.446972, 3.724753, 212.87),
     "gps_Kodak_CX7530.jpg": (0.3713, 36.056417, None),
-    "tests_67-0_length_string.jpg": (51.025, 7.591944, 291.39),
+    # 291.39 ref M (magnetic) + WMM2015v2 declination 1.92 E on 2016-09-12: tests/unit/test_heading_wmm.py
+    "tests_67-0_length_string.jpg": (51.025, 7.591944, 293.31),
 }
 BAD = sorted(
     p.name for p in EXIF.glob("*.jpg") if not p.name.startswith("gps_") and p.name not in GOOD
 )
 
 
-def frame(path: Path | None) -> Frame:
-    return Frame(0, 0.0, time.time(), np.zeros((1, 1, 3), np.uint8), "folder", None if path is None else str(path))
+def frame(path: Path | None, captured_at: float | None = None) -> Frame:
+    """A frame of the photo, dated as the image-folder source dates it (its EXIF time, else now)."""
+    if captured_at is None:
+        captured_at = (photo_time(path) if path is not None else None) or time.time()
+    return Frame(0, 0.0, captured_at, np.zeros((1, 1, 3), np.uint8), "folder", None if path is None else str(path))
 
 
 def refs(path: Path) -> tuple[int, int]:
@@ -56,7 +62,8 @@ def test_good_photos_give_their_position(name, caplog):
         fix = ExifProvider().fix_for(frame(path))
     # then the position is the photo's, with the hemisphere signs of its refs
     lat_sign, lon_sign = refs(path)
-    assert fix.status == "ok" and fix.source == "exif" and fix.age_ms == 0, f"{name}: {fix}"
+    assert fix.status == "ok" and fix.source == "exif", f"{name}: {fix}"
+    assert fix.age_ms == (None if fix.time is None else 0), f"{name}: dated by its own GPS time, else age unknown: {fix}"
     assert (fix.lat > 0) == (lat_sign > 0) or fix.lat == 0, f"{name}: lat sign {fix.lat} vs ref"
     assert (fix.lon > 0) == (lon_sign > 0), f"{name}: lon sign {fix.lon} vs ref"
     if name in GOOD:
@@ -198,3 +205,64 @@ def test_valid_rationals_round_trip(d, m, s, dlon, south, west, direction):
     assert result.fix.lat == pytest.approx(-lat if south else lat, abs=1e-9), f"lat: {result}"
     assert result.fix.lon == pytest.approx(-lon if west else lon, abs=1e-9), f"lon: {result}"
     assert result.fix.heading == pytest.approx(direction[0] / 100), f"heading: {result}"
+
+
+# --- issue 11: image-folder frames are dated by their photo, and an EXIF fix has a real age ---------------------
+
+
+def _photo(path: Path, gps_time: tuple[str, int, int, int] | None, original: tuple[str, str] | None = None) -> Path:
+    """A tiny JPEG at 43.46 N 11.88 E with an optional GPS date/time (UTC) and DateTimeOriginal + offset."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    assert ok, "cv2 encodes a tiny JPEG"
+    gps = {G.GPSLatitudeRef: b"N", G.GPSLatitude: ((43, 1), (28, 1), (0, 1)),
+           G.GPSLongitudeRef: b"E", G.GPSLongitude: ((11, 1), (53, 1), (0, 1))}
+    if gps_time is not None:
+        date, h, m, s = gps_time
+        gps.update({G.GPSDateStamp: date.encode(), G.GPSTimeStamp: ((h, 1), (m, 1), (s, 1))})
+    exif = {}
+    if original is not None:
+        exif = {piexif.ExifIFD.DateTimeOriginal: original[0].encode(), 0x9011: original[1].encode()}
+    piexif.insert(piexif.dump({"GPS": gps, "Exif": exif}), buf.tobytes(), str(path))
+    return path
+
+
+def test_photo_time_prefers_the_zoned_original_then_gps():
+    nikon = photo_time(EXIF / "gps_DSCN0010.jpg")
+    assert nikon == pytest.approx(1224772027.24), f"GPS 2008-10-23 14:27:07.24 UTC (no zoned original): {nikon}"
+    assert photo_time(EXIF / "gps_Kodak_CX7530.jpg") is None, "a DateTimeOriginal without zone dates nothing"
+    assert photo_time(EXIF / "tests_30-type_error.jpg") is None and photo_time(EXIF / "nope.jpg") is None, "never raises"
+
+
+def test_image_folder_dates_frames_by_the_photo_not_the_copy(tmp_path):
+    # given a folder with a copied Nikon photo (mtime: now), a phone photo with a zoned original, and one with no time
+    from edge.sources.image_folder import ImageFolderSource
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((EXIF / "gps_DSCN0010.jpg").read_bytes())
+    _photo(folder / "b.jpg", ("2024:05:01", 7, 59, 0), ("2024:05:01 10:00:00", "+02:00"))
+    _photo(folder / "c.jpg", None)
+    frames = list(ImageFolderSource(folder, inference_fps=5).frames(threading.Event()))
+    # then each frame carries its photo's time (else the file's mtime) and its own file name
+    got = [(f.source, f.captured_at) for f in frames]
+    assert got[0] == ("shots/a.jpg", pytest.approx(1224772027.24)), f"Nikon: its GPS time: {got[0]}"
+    assert got[1] == ("shots/b.jpg", 1714550400.0), f"phone: 10:00+02:00 = 08:00Z: {got[1]}"
+    assert got[2] == ("shots/c.jpg", pytest.approx((folder / "c.jpg").stat().st_mtime)), f"no time: mtime: {got[2]}"
+
+
+def test_exif_fix_age_is_capture_minus_fix_time(tmp_path):
+    provider = ExifProvider(max_age_s=2.0)
+    # a photo taken at 08:00Z whose GPS fix is from 07:59Z: a minute old, stale
+    phone = _photo(tmp_path / "b.jpg", ("2024:05:01", 7, 59, 0), ("2024:05:01 10:00:00", "+02:00"))
+    fix = provider.fix_for(frame(phone))
+    assert (fix.status, fix.age_ms) == ("stale", 60_000), f"a cached fix is not fresh: {fix}"
+    # a frame dated years after its fix (an mtime, say) is not 'ok, age 0'
+    nikon = EXIF / "gps_DSCN0010.jpg"
+    fix = provider.fix_for(frame(nikon, captured_at=1_700_000_000.0))
+    assert fix.status == "stale" and fix.age_ms == round((1_700_000_000.0 - 1224772027.24) * 1000), f"{fix}"
+    assert fix.lat is not None, "the position stays: stale says how far to trust it"
+    # a fix without any GPS time has an unknown age
+    fix = provider.fix_for(frame(_photo(tmp_path / "c.jpg", None), captured_at=1_700_000_000.0))
+    assert (fix.status, fix.age_ms) == ("ok", None), f"no time, no age: {fix}"

@@ -86,3 +86,17 @@ def test_iso_times_equal_iso_utc():
     ])
     got = _iso_ms(epochs).view("S24").ravel().astype("U24").tolist()
     assert got == [iso_utc(float(e)) for e in epochs], "vectorised ISO times differ from iso_utc"
+
+
+def test_half_positions_and_control_characters_leave_the_vectorised_path():
+    # given a regular chunk (no quotes) with a latitude but no longitude, and a class name with an escape byte
+    chunk = (b"1,0.1,1,2,0.5,stop sign,43.79,,45.0\n"
+             b"2,0.1,1,2,0.5,stop\x1bsign,43.79,-79.31,45.0\n"
+             b"3,0.1,1,2,0.5,stop sign,43.79,-79.31,45.0\n")
+    fast, exact = _both(chunk)
+    # then both rows are flagged to the exact path, which rejects them with the same reasons
+    assert fast.fast is not None and fast.fast.flagged.tolist() == [0, 1], "flagged for the exact path"
+    reasons = [(r.line, r.reason) for r in fast.rejects]
+    assert reasons == [(2, "vehicle_lon: empty while vehicle_lat is given (a position needs both, or neither)"),
+                       (3, "class_name: contains the control character '\\x1b'")], reasons
+    assert reasons == [(r.line, r.reason) for r in exact.rejects] and fast.accepted == exact.accepted == 1, "paths agree"

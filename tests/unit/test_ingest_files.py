@@ -85,7 +85,9 @@ def test_seed_rows_dry_run_prints_events(tmp_path, capsys):
         ("no_final_newline", HEADER + "\n" + SEED[0] + "\n" + SEED[1], (2, 0), []),
         ("header_only", HEADER + "\n", (0, 0), []),
         ("blank_lines", HEADER + "\n" + SEED[0] + "\n\n\n75,2.5,x,1,0.5,a,,,\n", (2, 1), [(5, "u: not a number: 'x'")]),
-        ("multiline_quoted", HEADER + '\n75,2.5,1,2,0.5,"stop\nsign",,,\n75,2.5,y,1,0.5,a,,,\n', (2, 1), [(4, "u: not a number: 'y'")]),
+        # a line break in a class name is refused; the record is still whole (the next one is on line 4)
+        ("multiline_quoted", HEADER + '\n75,2.5,1,2,0.5,"stop\nsign",,,\n75,2.5,y,1,0.5,a,,,\n', (2, 2),
+         [(2, "class_name: contains the control character '\\n'"), (4, "u: not a number: 'y'")]),
         ("bad_utf8", (HEADER + "\n75,2.5,1,2,0.5,stop\xff,,,\n").encode("latin-1"), (1, 1), [(2, "class_name: not valid UTF-8")]),
         ("semicolon_row", HEADER + "\n" + SEED[0].replace(",", ";") + "\n", (1, 1), [(2, "expected 9 fields, got 1")]),
     ],
@@ -235,11 +237,12 @@ def test_done_file_is_skipped_and_force_sends_the_same_ids(tmp_path):
 
 
 def test_small_chunks_never_split_a_quoted_record(tmp_path):
-    # given records with quoted newlines, read in chunks smaller than a record
+    # given records with quoted newlines (in an extra column), read in chunks smaller than a record
     from edge.ingest.sinks import DryRunSink
 
-    body = HEADER + "\n" + "\n".join(
-        f'{i},{i / 30:.3f},1.5,2.5,0.5,"stop\nsign {i}",43.79,-79.31,45.0' if i % 3 == 0 else f"{i},0.1,x,2,0.5,a,,,"
+    body = HEADER + ",note\n" + "\n".join(
+        f'{i},{i / 30:.3f},1.5,2.5,0.5,sign {i},43.79,-79.31,45.0,"two\nlines"' if i % 3 == 0
+        else f"{i},0.1,x,2,0.5,a,,,"
         for i in range(1, 31)
     ) + "\n"
     path = _write(tmp_path / "q.csv", body)
@@ -247,7 +250,7 @@ def test_small_chunks_never_split_a_quoted_record(tmp_path):
     report = Ingest(Options("v", "c", chunk_bytes=64), sink).run([path])[0]
     # then every record is whole: 10 valid (two lines each), 20 rejected at their own line numbers
     assert (report.rows, report.accepted, report.rejected) == (30, 10, 20), report
-    assert [s["class_name"] for s in sink.samples] == [f"stop\nsign {i}" for i in range(3, 31, 3)], sink.samples
+    assert [s["class_name"] for s in sink.samples] == [f"sign {i}" for i in range(3, 31, 3)], sink.samples
     lines, line = [], 2
     for i in range(1, 31):
         if i % 3:

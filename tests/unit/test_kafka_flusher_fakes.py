@@ -1,8 +1,9 @@
 """KafkaFlusher against an in-memory spool and a scripted producer: ack only on delivery, retries,
-dead letters, the in-flight window, fatal-error recovery, stop and drain."""
+dead letters, the in-flight window, fatal-error recovery, stuck producer ids, truthful state lines, stop and drain."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -69,9 +70,12 @@ class FakeMsg:
 
 
 class FakeProducer:
-    """Queues produced messages; `poll` reports them all as one batch through `outcome(batch, i)`."""
+    """Queues produced messages; `poll` reports them all as one batch through `outcome(batch, i)`, then calls
+    `after_poll(producer)`. `break_with(err)` makes it behave as confluent-kafka after a fatal error: the next
+    poll raises it once, and every produce is refused."""
 
-    def __init__(self, conf, *, outcome=None, hold=None, buffer_limit=None, raise_for=None):
+    def __init__(self, conf, *, outcome=None, hold=None, buffer_limit=None, raise_for=None, after_poll=None,
+                 batch_limit=None):
         self.conf = conf
         self.queue: list[tuple[FakeMsg, Callable]] = []
         self.produced: list[FakeMsg] = []
@@ -79,9 +83,18 @@ class FakeProducer:
         self.hold = hold or (lambda: False)
         self.buffer_limit = buffer_limit
         self.raise_for = raise_for or (lambda msg: None)
+        self.after_poll = after_poll or (lambda producer: None)
+        self.batch_limit = batch_limit  # at most this many reports per poll
         self.purged = False
+        self.fatal: KafkaError | None = None
+        self._raise_fatal = False
+
+    def break_with(self, err: KafkaError) -> None:
+        self.fatal, self._raise_fatal = err, True
 
     def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+        if self.fatal is not None:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "Fatal error", fatal=True))
         if self.buffer_limit is not None and len(self.queue) >= self.buffer_limit:
             raise BufferError("Local: Queue full")
         msg = FakeMsg(topic, key, value, headers)
@@ -92,14 +105,20 @@ class FakeProducer:
         self.queue.append((msg, on_delivery))
 
     def poll(self, timeout=0):
-        if self.hold() or not self.queue:
+        if self._raise_fatal:
+            self._raise_fatal = False
+            raise KafkaException(self.fatal)
+        if self.fatal is not None or self.hold() or not self.queue:
             if timeout:
                 time.sleep(min(timeout, 0.005))
+            self.after_poll(self)
             return 0
-        batch, self.queue = self.queue, []
+        n = len(self.queue) if self.batch_limit is None else self.batch_limit
+        batch, self.queue = self.queue[:n], self.queue[n:]
         msgs = [m for m, _ in batch]
         for i, (m, cb) in enumerate(batch):
             cb(self.outcome(msgs, i), m)
+        self.after_poll(self)
         return len(batch)
 
     def flush(self, timeout=None):
@@ -251,23 +270,145 @@ def test_buffer_full_stops_the_round_and_nothing_is_lost():
     assert Step.FAILED in results, "a full queue backs off"
 
 
-def test_fatal_error_recreates_producer_and_releases_in_flight(caplog):
-    spool = FakeSpool(20)
-    held = [True]
+def seqs_of(producer: FakeProducer) -> list[int]:
+    return [int(dict(m._h)["detection_id"].split("-")[1]) for m in producer.produced]
+
+
+@pytest.mark.parametrize("via", ["error_cb", "poll"])
+def test_fatal_error_recreates_producer_and_resends_only_unacknowledged(via, caplog):
+    # given 10 events delivered and 10 more in flight, unreported
+    spool = FakeSpool(30)
+    held = [False]
     f, producers, metrics = make(spool, hold=lambda: held[0])
     f.step()
-    assert f.in_flight == 10, "window filled"
-    # when librdkafka raises a fatal error (idempotence broken)
-    producers[0].conf["error_cb"](KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "seq gap", fatal=True))
+    held[0] = True
+    f.step()
+    assert sorted(spool.acked) == list(range(10)) and f.in_flight == 10, f"acked {spool.acked}, in flight {f.in_flight}"
+    # when the producer hits a fatal error (confluent-kafka raises it from poll; librdkafka's error_cb may report it)
+    err = KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "Broker: Unknown Producer Id", fatal=True)
+    if via == "error_cb":
+        producers[0].conf["error_cb"](err)
+    producers[0].break_with(err)
     with caplog.at_level(logging.ERROR, logger="edge.sinks.kafka"):
-        assert f.step() is Step.FAILED, "a fatal error fails the step"
-    # then the producer is dropped, its events go back to the spool, a new producer sends them
-    assert producers[0].purged and f.in_flight == 0 and not spool.leased, "in-flight released"
-    assert "recreating" in caplog.text, "fatal error logged"
+        f.step()
+    # then it is dropped at once, a new one gets the unreported events in the same step (no backoff first)
+    assert producers[0].purged and len(producers) == 2, f"{len(producers)} producers, purged {producers[0].purged}"
+    assert seqs_of(producers[1]) == list(range(10, 20)), f"the new producer sent {seqs_of(producers[1])}"
     held[0] = False
     run_steps(f, lambda: not spool.records)
-    assert len(producers) == 2 and sorted(spool.acked) == list(range(20)), f"{len(producers)} producers"
-    assert metrics.get("producer_restarts") == 1, "restart counted"
+    # and only what was not acknowledged was sent again: every event acked once
+    assert sorted(spool.acked) == list(range(30)), f"acked {sorted(spool.acked)}"
+    assert seqs_of(producers[1]) == list(range(10, 30)), "events acked by the first producer were resent"
+    recreated = [m for m in caplog.messages if "recreating" in m]
+    assert len(recreated) == 1 and "UNKNOWN_PRODUCER_ID" in recreated[0], f"recreation lines: {recreated}"
+    assert metrics.get("producer_recreated") == 1, "recreation counted"
+
+
+def test_producer_that_breaks_again_before_delivering_backs_off():
+    # given a producer recreated after a fatal error
+    spool = FakeSpool(10)
+    f, producers, metrics = make(spool, hold=lambda: True)
+    f.step()
+    producers[0].break_with(KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "seq gap", fatal=True))
+    f.step()
+    assert len(producers) == 2 and f.in_flight == 10, "recreated and sending at once"
+    # when the new one breaks too before any delivery
+    producers[1].break_with(KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "seq gap", fatal=True))
+    # then the flusher backs off before the next producer: no hot loop of recreations
+    assert f.step() is Step.FAILED, "a second recreation without a delivery must back off"
+    assert len(producers) == 2 and not spool.leased, f"{len(producers)} producers, {len(spool.leased)} leased"
+    assert metrics.get("producer_recreated") == 2, "both recreations counted"
+
+
+def stats(epochs: int) -> str:
+    """librdkafka statistics as a stuck producer shows them: the epoch climbs, epoch_cnt (PID assignments) does not."""
+    return json.dumps({"eos": {"idemp_state": "Assigned", "producer_id": 1, "producer_epoch": epochs, "epoch_cnt": 1}})
+
+
+def test_epoch_bumps_without_reports_recreate_a_stuck_producer(caplog):
+    # given events in flight and a producer that reports nothing (a broker that does not know its producer id:
+    # librdkafka bumps the epoch and retries, forever)
+    spool = FakeSpool(10)
+    f, producers, metrics = make(spool, hold=lambda: True)
+    f.step()
+    stats_cb = producers[0].conf["stats_cb"]
+    # when the statistics show the epoch climbing with no report in between
+    with caplog.at_level(logging.ERROR, logger="edge.sinks.kafka"):
+        for epochs in (1, 3, 5):
+            stats_cb(stats(epochs))
+            f.step()
+        assert len(producers) == 1, "recreated before EPOCH_BUMPS_MAX bumps"
+        stats_cb(stats(7))
+        f.step()
+    # then the producer is recreated and the events go to the new one
+    assert len(producers) == 2 and seqs_of(producers[1]) == list(range(10)), f"{len(producers)} producers"
+    assert "epoch bumped 6 times" in caplog.text, f"reason not logged: {caplog.text}"
+    assert metrics.get("producer_recreated") == 1, "recreation counted"
+
+
+def test_epoch_bumps_with_reports_in_between_are_no_stuck_producer():
+    # given a producer whose epoch is bumped after message timeouts, each time with their reports
+    spool = FakeSpool(10)
+    timeouts = [True]
+    f, producers, _ = make(spool, outcome=lambda b, i: KafkaError(KafkaError._MSG_TIMED_OUT) if timeouts[0] else None)
+    for epochs in range(1, 30, 3):
+        f.step()
+        producers[0].conf["stats_cb"](stats(epochs))
+    # then it is kept, and delivers once the broker answers
+    timeouts[0] = False
+    run_steps(f, lambda: not spool.records)
+    assert len(producers) == 1, f"{len(producers)} producers: a producer with reports flowing was recreated"
+
+
+def test_reports_before_an_outage_do_not_read_as_connected_after_it(caplog):
+    # given a connected flusher
+    spool = FakeSpool(20)
+    down, gone = [False], [False]
+
+    def after_poll(producer):
+        if down[0] and not gone[0]:  # the client lost its broker after the reports this poll served were queued
+            producer.conf["error_cb"](KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+            gone[0] = True  # and nothing is delivered any more
+
+    f, _, _ = make(spool, after_poll=after_poll, batch_limit=3, hold=lambda: gone[0])
+    with caplog.at_level(logging.INFO, logger="edge.sinks.kafka"):
+        f.step()
+        assert f.connected and f.in_flight == 7, f"connected {f.connected}, in flight {f.in_flight}"
+        # when one poll serves the last acks of a broker, then its loss, with events still in flight
+        down[0] = True
+        f.step()
+    # then the log says connected, then unreachable, and nothing after
+    lines = [m for m in caplog.messages if m.startswith(("connected", "broker unreachable"))]
+    assert [m.split(",")[0].split(" since")[0] for m in lines] == ["connected", "broker unreachable"], f"{lines}"
+    assert not f.connected, "the flusher claims a connection after the outage"
+
+
+def test_run_survives_a_fatal_error_raised_while_waiting():
+    # given run() looping with everything in flight and unreported
+    spool = FakeSpool(30)
+    held = [True]
+    f, producers, metrics = make(spool, hold=lambda: held[0])
+    stop = threading.Event()
+    t = threading.Thread(target=f.run, args=(stop,))
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while f.in_flight < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # when poll() raises the fatal error (in run's wait, or its next step)
+        producers[0].break_with(KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "Broker: Unknown Producer Id", fatal=True))
+        while len(producers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held[0] = False
+        while spool.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # then the thread lives on, with a new producer that delivered everything
+        assert t.is_alive(), "run() died on a fatal error"
+    finally:
+        stop.set()
+        t.join(2)
+    assert sorted(spool.acked) == list(range(30)), f"acked {len(spool.acked)} of 30"
+    assert metrics.get("producer_recreated") == 1, "recreation counted"
 
 
 def test_fenced_delivery_report_recreates_producer():
@@ -357,3 +498,31 @@ def test_failed_shutdown_drain_stops_a_running_loop_from_producing_again():
         stop.set()
         t.join(2)
     assert len(producers) == 1 and not spool.leased, f"{len(producers)} producers, {len(spool.leased)} leased"
+
+
+@pytest.mark.parametrize("connect_fails", [True, False])
+def test_broker_lost_while_idle_is_an_outage_only_once_a_connection_fails(connect_fails, caplog):
+    # given a connected flusher with nothing in flight when the client loses every broker
+    spool = FakeSpool(5)
+    answering = [True]
+    f, producers, _ = make(spool, hold=lambda: not answering[0])
+    run_steps(f, lambda: not spool.records)
+    error_cb = producers[0].conf["error_cb"]
+    with caplog.at_level(logging.INFO, logger="edge.sinks.kafka"):
+        error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        f.step()
+        assert f.connected, "an idle producer's closed connections are no outage yet"
+        # when events arrive, and the reconnection is refused (or succeeds: an idle close)
+        spool.records.update(FakeSpool(8).records)
+        answering[0] = not connect_fails
+        f.step()
+        if connect_fails:
+            refused = "b:9092/1: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"
+            error_cb(KafkaError(KafkaError._TRANSPORT, refused))
+        f.step()
+    # then the outage is logged at once when the connection failed, and not at all when it reopened
+    down = [m for m in caplog.messages if m.startswith("broker unreachable since")]
+    if connect_fails:
+        assert len(down) == 1 and "Connection refused" in down[0] and not f.connected, f"outage lines: {down}"
+    else:
+        assert down == [] and f.connected, f"an idle close was reported as an outage: {down}"
