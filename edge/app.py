@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
-import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,31 +33,6 @@ def session_for(cfg: Config, uri: str, start_time: float | None) -> str:
         size = st.st_size if path.is_file() else sum(1 for _ in path.iterdir())
         return derived_session_id(start, path.name, size, cfg.vehicle.vehicle_id, cfg.vehicle.camera_id)
     return new_session_id()
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event, signals: Sequence[int] = (signal.SIGTERM,)) -> Iterator[list[int]]:
-    """Inside: the first of `signals` sets `stop` (capture ends, the frames in flight are finished and spooled,
-    the command prints its summary); a second one raises KeyboardInterrupt (abort). Yields the signals
-    received. Installs nothing outside the main thread; the previous handlers come back at the end."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        received.append(signum)
-        if len(received) > 1:
-            raise KeyboardInterrupt
-        log.warning("%s: stopping: finishing the frames in flight (again to abort)", signal.Signals(signum).name)
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield received
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 class LimitedSource:

@@ -71,7 +71,8 @@ def _print_config_error(exc: ConfigError) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     import signal
 
-    from edge.app import run_replay, stop_on_signals
+    from edge.app import run_replay
+    from edge.signals import stop_on_signals
     from edge.delivery import Delivery, SpoolSink
     from edge.sinks.jsonl import JsonlSink
 
@@ -87,7 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     progress = _Progress(enabled=not args.quiet)
     stop = threading.Event()
-    with stop_on_signals(stop) as signals:  # SIGTERM: stop reading, finish the frames in flight, summary, 143
+    with stop_on_signals(stop, (signal.SIGTERM,), "stopping: finishing the frames in flight") as signals:  # summary, 143
         delivery = None if args.out else Delivery.start(cfg, when_full="block")  # a replay must not lose events
         if delivery is None:
             sink = JsonlSink(args.out)

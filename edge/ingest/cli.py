@@ -9,13 +9,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from edge.config import Config, load_for_command
 from edge.ingest.run import FileReport, Ingest, Options
+from edge.signals import stop_on_signals
 from edge.types import parse_iso_time
 
 log = logging.getLogger("edge.ingest")
@@ -103,29 +102,6 @@ class Progress:
             self.stream.flush()
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
-    """SIGINT/SIGTERM finish the chunk in hand, checkpoint, and stop (main thread only); yields the signals received."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum, _frame):  # noqa: ANN001
-        received.append(signum)
-        if len(received) > 1:
-            raise KeyboardInterrupt
-        log.warning("%s: finishing the current chunk, then stopping (again to abort)", signal.Signals(signum).name)
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _config(args: argparse.Namespace) -> Config:
     return load_for_command(
         args, {"state_dir": "state.state_dir", "vehicle": "vehicle.vehicle_id", "session": "vehicle.session_id"})
@@ -162,7 +138,7 @@ def _dry_run(args: argparse.Namespace, opts: Options, files: list[str], missing:
     progress = Progress(enabled=not args.quiet)
     stop = threading.Event()
     t0 = time.monotonic()
-    with _stop_on_signals(stop) as signals:
+    with stop_on_signals(stop, (signal.SIGINT, signal.SIGTERM), "finishing the current chunk, then stopping") as signals:
         reports = _run_files(Ingest(opts, sink, None, progress, stop), files, progress)
     elapsed = time.monotonic() - t0
     if args.full:
@@ -212,7 +188,7 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
     room = SpoolSink(delivery.spool, live=False, room_timeout=cfg.spool.block_timeout_s, stop=stop)
     try:
         sink = SpoolWriter(room, stop)
-        with _stop_on_signals(stop) as signals:
+        with stop_on_signals(stop, (signal.SIGINT, signal.SIGTERM), "finishing the current chunk, then stopping") as signals:
             reports = _run_files(Ingest(opts, sink, checkpoints, progress, stop), files, progress)
             if delivery.flusher is not None and not stop.is_set():
                 drained = delivery.flusher.drain(args.drain_timeout)

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from edge.ingest.fast import FastChunk, FastPath
-from edge.ingest.reader import Damaged, InputError
 from edge.ingest.rows import FileContext, Header, RowError, build_event, event_json, parse_row
 
 
@@ -144,8 +143,6 @@ class Converter:
         self.fast = FastPath(header, ctx) if vectorised else None
 
     def convert(self, chunk: bytes, first_line: int, ingested_at: str) -> Batch:
-        if isinstance(chunk, Damaged):  # the reader's last chunk: every complete line before it is converted
-            raise InputError(chunk.error)
         batch = Batch(first_line=first_line)
         fast = None
         source_lines: list[str] | None = None

@@ -3,9 +3,8 @@
 Memory is bounded by the chunk size: a chunk ends at the last newline of a block that is not inside a
 quoted field (quote parity), so a record never straddles two chunks. Offsets count bytes of the
 decompressed stream after the header; a later run seeks to a checkpointed offset and goes on from there.
-A gzip stream that is truncated or corrupt yields every complete line before the damage, then one last
-chunk whose data is a `Damaged` (the partial line) that the converter turns into an InputError: since
-it comes last, every chunk before it has been written when the run stops on it.
+A gzip stream that is truncated or corrupt yields every complete line before the damage and then ends, with
+`damage` saying what and how much was kept: the run writes every chunk, then reports it (an InputError).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Self
+from typing import BinaryIO
 
 import numpy as np
 
@@ -29,17 +28,6 @@ MAX_CHUNK = 64 << 20  # a "line" longer than this is cut (and rejected) rather t
 
 class InputError(Exception):
     """The file cannot be read as a CSV (missing, unreadable, corrupt compression, no usable header)."""
-
-
-class Damaged(bytes):
-    """The bytes after the last complete line before a read error; `error` says what and where."""
-
-    error: str
-
-    def __new__(cls, tail: bytes, error: str) -> Self:
-        obj = super().__new__(cls, tail)
-        obj.error = error
-        return obj
 
 
 @dataclass(frozen=True)
@@ -65,7 +53,7 @@ class CsvFile:
         self._raw.seek(0)
         self.compressed = magic == GZIP_MAGIC
         self._stream: BinaryIO = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.compressed else self._raw
-        self.damage: str | None = None  # why the last read stopped short of the end, if it did
+        self.damage: str | None = None  # why reading stopped short of the end, if it did (after chunks() ends)
         self.header, self.data_offset = self._read_header()
 
     def _size(self) -> int:
@@ -161,14 +149,11 @@ class CsvFile:
                 yield Chunk(data, line, end_offset, line + nlines)
                 offset, line = end_offset, line + nlines
             if self.damage is not None:
-                yield self._damaged(carry, offset, line)
+                kept = f"every complete line before line {line:,} is kept ({line - 2:,} data lines)"
+                if carry:
+                    kept += f"; the {len(carry):,} bytes of the cut line after them are dropped"
+                self.damage = f"{self.path}: {self.damage}: {kept}"
                 return
-
-    def _damaged(self, tail: bytes, offset: int, line: int) -> Chunk:
-        kept = f"every complete line before line {line:,} is kept ({line - 2:,} data lines)"
-        if tail:
-            kept += f"; the {len(tail):,} bytes of the cut line after them are dropped"
-        return Chunk(Damaged(tail, f"{self.path}: {self.damage}: {kept}"), line, offset, line)
 
     def close(self) -> None:
         if self._stream is not self._raw:

@@ -235,6 +235,8 @@ class Ingest:
                         break
                     pending.append((chunk, pool.submit(convert, chunk.data, chunk.first_line)))
                 if not pending:
+                    if csvf.damage is not None:  # every complete line before the damage is written by now
+                        raise InputError(csvf.damage)
                     progress.done = True
                     break
                 chunk, fut = pending.popleft()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from edge.sources.base import SourceError, SourceStats
 from edge.types import Frame
@@ -40,14 +41,14 @@ def _exif_time(date: str, hms: tuple[float, float, float], offset: str = "+00:00
     return calendar.timegm((y, mo, d, 0, 0, 0)) + hms[0] * 3600 + hms[1] * 60 + hms[2] - sign * (oh * 3600 + om * 60)
 
 
-def photo_time(path: str | os.PathLike[str]) -> float | None:
+def photo_time(photo: bytes | str | os.PathLike[str]) -> float | None:
     """When a photo was taken (Unix seconds) by its EXIF (read with piexif): DateTimeOriginal with its
     OffsetTimeOriginal, else the GPS date and time (UTC). None without them: a DateTimeOriginal without zone is
     some local time. Never raises: a photo without usable EXIF is dated by its file instead."""
     import piexif
 
     try:
-        tags = piexif.load(str(path))
+        tags = piexif.load(photo if isinstance(photo, bytes) else str(photo))
     except Exception:  # noqa: BLE001 - piexif raises many types on malformed files (seen: struct.error, ValueError)
         return None
     exif, gps = tags.get("Exif") or {}, tags.get("GPS") or {}
@@ -155,13 +156,19 @@ class ImageFolderSource:
                 self.stats.corrupt_frames += 1
                 log.warning("image folder %s: %s unreadable (%s); skipped", self.path, file.name, exc.strerror)
                 continue
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            try:  # read once: the same bytes are decoded and searched for the photo's time
+                data = file.read_bytes()
+            except OSError as exc:
+                self.stats.corrupt_frames += 1
+                log.warning("image folder %s: %s unreadable (%s); skipped", self.path, file.name, exc.strerror)
+                continue
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
             if image is None or image.size == 0:
                 self.stats.corrupt_frames += 1
                 log.warning("image folder %s: %s (image %d) does not decode; skipped", self.path, file.name, index)
                 continue
             self.stats.frames_emitted += 1
-            taken = photo_time(file)
+            taken = photo_time(data)
             source = file.name if file == self.path else f"{self.name}/{file.name}"
             yield Frame(index=index, timestamp_sec=timestamp, captured_at=mtime if taken is None else taken,
                         image=image, source=source, path=str(file))

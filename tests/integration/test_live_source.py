@@ -18,6 +18,7 @@ from edge.config import SourceConfig
 from edge.sources import Capture, LiveSource, open_source
 from edge.types import Frame
 
+
 @contextlib.contextmanager
 def capture_running(server: FfmpegStreamServer, source: LiveSource, queue_size: int,
                     ) -> Iterator[tuple[Capture, threading.Thread, Collector]]:

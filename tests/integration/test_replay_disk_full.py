@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from command_helpers import edge_env, number, pending
 from test_spool_disk_full import batch, fill_leaving, fill_until_disk_full, small_tmpfs
 
 from edge.delivery import SpoolSink
@@ -25,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def edge(*args: str, timeout: float = ENDS_WITHIN_S) -> tuple[subprocess.CompletedProcess, float]:
     """`python -m edge ARGS` without a broker; fails the test when it has not ended within `timeout` (a hang)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_", "INFERENCE_", "VEHICLE_", "CAMERA_"))}
+    env = edge_env()
     start = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, timeout=timeout,
@@ -35,18 +33,13 @@ def edge(*args: str, timeout: float = ENDS_WITHIN_S) -> tuple[subprocess.Complet
     return proc, time.monotonic() - start
 
 
-def pending(state: Path, what: str = "count(*)") -> int:
-    con = sqlite3.connect(f"file:{state / 'spool.db'}?mode=ro", uri=True, timeout=5)
-    try:
-        return con.execute(f"SELECT {what} FROM pending").fetchone()[0]
-    finally:
-        con.close()
-
-
-def number(pattern: str, text: str) -> int:
-    found = re.search(pattern, text)
-    assert found, f"{pattern!r} not in the output: {text[-1500:]}"
-    return int(found.group(1).replace(",", ""))
+def assert_stopped_on_full_disk(proc: subprocess.CompletedProcess, took: float, state: Path, summary: str) -> None:
+    """Exit 1, no traceback, `summary` in the output, and a last line naming the full disk and its free bytes."""
+    assert proc.returncode == 1, f"exit {proc.returncode} after {took:.1f} s: {proc.stderr[-2000:]}"
+    assert "Traceback" not in proc.stderr, f"no traceback: {proc.stderr[-3000:]}"
+    assert summary in proc.stderr, f"the summary says it stopped: {proc.stderr[-1500:]}"
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"disk full: {state} has" in last and "bytes free" in last, f"last line names the disk: {last}"
 
 
 @pytest.fixture
@@ -115,11 +108,7 @@ def test_replay_onto_a_full_disk_ends_with_what_was_kept(full_disk, data_dir: Pa
     # when a replay spools onto a disk that fills up and stays full
     proc, took = edge(*args)
     # then it ends within the bound with exit 1, its summary, and a last line naming the disk
-    assert proc.returncode == 1, f"exit {proc.returncode} after {took:.1f} s: {proc.stderr[-2000:]}"
-    assert "Traceback" not in proc.stderr, f"no traceback: {proc.stderr[-3000:]}"
-    assert "stopped: no room" in proc.stderr, f"the summary says it stopped: {proc.stderr[-1500:]}"
-    last = proc.stderr.strip().splitlines()[-1]
-    assert f"disk full: {state} has" in last and "bytes free" in last, f"last line names the disk: {last}"
+    assert_stopped_on_full_disk(proc, took, state, "stopped: no room")
     detections = number(r"detections (\d+) \(", proc.stderr)
     kept = number(r"events spooled: (\d+)", proc.stderr)
     lost = number(r"not spooled: (\d+)", proc.stderr)
@@ -144,11 +133,7 @@ def test_ingest_csv_onto_a_full_disk_stops_and_resumes(full_disk, tmp_path: Path
     # when an ingest spools onto a disk without room
     proc, took = edge(*args)
     # then it ends within the bound with exit 1, its summary, and a last line naming the disk
-    assert proc.returncode == 1, f"exit {proc.returncode} after {took:.1f} s: {proc.stderr[-2000:]}"
-    assert "Traceback" not in proc.stderr, f"no traceback: {proc.stderr[-3000:]}"
-    assert "stopped: rerun the same command to continue" in proc.stderr, f"summary: {proc.stderr[-1500:]}"
-    last = proc.stderr.strip().splitlines()[-1]
-    assert f"disk full: {state} has" in last and "bytes free" in last, f"last line names the disk: {last}"
+    assert_stopped_on_full_disk(proc, took, state, "stopped: rerun the same command to continue")
     assert pending(state) == number(r"spooled ([\d,]+) events", proc.stderr), "the summary counts what was kept"
     # and once there is room again the same command finishes the file, every row once
     (state.parent / "filler").unlink()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from command_helpers import edge_env, number, pending
 from stream_helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,29 +21,9 @@ HANG_S = 60.0
 
 def start_edge(*args: str, stderr: Path) -> subprocess.Popen:
     """`python -m edge ARGS` with no broker configured (events stay in the spool), stderr to a file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_", "INFERENCE_", "VEHICLE_", "CAMERA_"))}
+    env = edge_env()
     with open(stderr, "w") as fh:  # the child keeps its own descriptor
         return subprocess.Popen([sys.executable, "-m", "edge", *args], stdout=subprocess.DEVNULL, stderr=fh, env=env)
-
-
-def pending(state: Path, what: str = "count(*)") -> int:
-    """Rows of the spool's pending table, read-only (0 before the spool exists)."""
-    db = state / "spool.db"
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return con.execute(f"SELECT {what} FROM pending").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0
-    finally:
-        con.close()
-
-
-def number(pattern: str, text: str) -> int:
-    found = re.search(pattern, text)
-    assert found, f"{pattern!r} not in the output: {text[-1500:]}"
-    return int(found.group(1).replace(",", ""))
 
 
 def stop_when(proc: subprocess.Popen, stderr: Path, ready: Callable[[], bool], what: str) -> tuple[int | None, str]:

@@ -13,7 +13,7 @@ import pytest
 from edge.events import detection_id
 from edge.ingest.checkpoint import Checkpoints
 from edge.ingest.cli import main
-from edge.ingest.reader import CsvFile, Damaged
+from edge.ingest.reader import CsvFile
 from edge.ingest.run import Ingest, Options, file_context
 
 HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
@@ -121,12 +121,13 @@ def test_garbage_after_a_whole_member_keeps_every_row(tmp_path):
 def test_reader_ends_with_the_damage_after_the_complete_lines(tmp_path):
     path, complete = cut_gzip(tmp_path, 2000)
     with CsvFile(path, chunk_bytes=4096) as csvf:
-        chunks = list(csvf.chunks())
-    *whole, last = chunks
-    assert isinstance(last.data, Damaged) and not any(isinstance(c.data, Damaged) for c in whole), "damage comes last"
+        whole = list(csvf.chunks())
+        damage = csvf.damage
+    cut_line = zlib.decompressobj(wbits=31).decompress(path.read_bytes()).rsplit(b"\n", 1)[1]
+    assert damage is not None and "gzip" in damage, f"the damage is known once the chunks end: {damage}"
     assert sum(c.data.count(b"\n") for c in whole) == complete, "every complete line is in a chunk"
-    assert last.first_line == complete + 2 and last.data == zlib.decompressobj(wbits=31).decompress(
-        path.read_bytes()).rsplit(b"\n", 1)[1], "the damaged chunk holds the cut line only"
+    assert f"before line {complete + 2:,}" in damage and f"the {len(cut_line):,} bytes of the cut line" in damage, \
+        f"the damage names the first line not kept and drops the cut line only: {damage}"
 
 
 def test_header_cut_short_is_unusable_input(tmp_path, capsys):

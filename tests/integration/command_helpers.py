@@ -1,0 +1,34 @@
+"""`python -m edge` in tests: its environment, and what it left (spool rows read-only, figures in its output)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+
+def edge_env() -> dict[str, str]:
+    """This environment without the variables that configure edge (no broker, no EDGE_CONFIG, defaults)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_", "INFERENCE_", "VEHICLE_", "CAMERA_"))}
+
+
+def pending(state: Path, what: str = "count(*)") -> int:
+    """`SELECT what FROM pending` of the spool in `state`, read-only; 0 before the spool or its tables exist."""
+    db = state / "spool.db"
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute(f"SELECT {what} FROM pending").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        con.close()
+
+
+def number(pattern: str, text: str) -> int:
+    """The integer the regex's first group finds in `text` (thousands separators allowed); fails if absent."""
+    found = re.search(pattern, text)
+    assert found, f"{pattern!r} not in the output: {text[-1500:]}"
+    return int(found.group(1).replace(",", ""))
