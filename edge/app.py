@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.buffers import BoundedQueue
+from edge.clock import parse_iso_time
 from edge.config import Config, ConfigError
 from edge.detect import Detector
 from edge.events import derived_session_id, new_session_id
 from edge.mediatime import container_creation_time
 from edge.pipeline import EventSink, GpsLookup, Pipeline, PipelineStats
-from edge.types import Frame, parse_iso_time
+from edge.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,10 @@ def run_replay(
     """Run the pipeline over cfg.source to its end. Raises SourceError / ModelError / ConfigError for
     unusable inputs."""
     from edge.gps import TrackProvider, make_provider, start_from_first_fix
-    from edge.sources import Capture, open_source  # sources are a stage package: wired here
+    from edge.sources import (  # sources are a stage package: wired here
+        Capture,
+        open_source,
+    )
 
     stop = stop or threading.Event()
     if gps_offset is not None and (start_time is not None or not math.isfinite(gps_offset)):

@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge import __version__
+from edge.clock import iso_utc, parse_iso_time
 from edge.config import ConfigError, find_config_file, load_config, load_for_command
+from edge.exitcodes import EPILOG, Exit
 from edge.logs import setup_logging
-from edge.types import parse_iso_time
 
 log = logging.getLogger("edge.cli")
 
-# Exit codes; BROKEN_PIPE is what a shell reports for a process killed by SIGPIPE (128 + 13)
-OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED, BROKEN_PIPE = 0, 1, 2, 3, 130, 141
 
 
 class _Progress:
@@ -72,8 +71,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import signal
 
     from edge.app import run_replay
-    from edge.signals import stop_on_signals
     from edge.delivery import Delivery, SpoolSink
+    from edge.signals import stop_on_signals
     from edge.sinks.jsonl import JsonlSink
 
     track = {"gps__provider": "track"} if args.gps_track else {}
@@ -115,11 +114,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stopped = f"stopped by {signal.Signals(signals[0]).name}" if signals else "stopped: no room" if no_room else None
     _print_summary(result, tail, stopped=stopped)
     if signals:
-        return 128 + signals[0]  # as a shell reports a process ended by that signal
+        return Exit.for_signal(signals[0])
     if no_room:
         log.error("replay stopped: %s", no_room)
-        return FAILED
-    return OK if drained else FAILED
+        return Exit.FAILED
+    return Exit.OK if drained else Exit.FAILED
 
 
 def _print_summary(result, tail: list[str], stopped: str | None = None) -> None:  # noqa: ANN001
@@ -153,12 +152,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     cfg = load_for_command(args, {"model": "detector.model", "conf": "detector.confidence"})
     detector = open_detector(cfg, all_classes=args.all_classes)
-    status = OK
+    status = Exit.OK
     for name in args.images:
         image = cv2.imread(name, cv2.IMREAD_COLOR)
         if image is None:
             print(f"{name}: cannot read as an image (missing, unreadable or not an image)", file=sys.stderr)
-            status = BAD_INPUT
+            status = Exit.BAD_INPUT
             continue
         det = detector.detect(image)
         if args.json:
@@ -190,7 +189,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     summary["onnxruntime"] = ort.__version__
     if args.json:
         print(json.dumps(summary, indent=2))
-        return OK
+        return Exit.OK
     print(f"model       {summary['path']}")
     print(f"description {summary['description']}")
     print(f"input       {info.input_name} (1, 3, {info.imgsz[0]}, {info.imgsz[1]}) {info.input_dtype}")
@@ -200,7 +199,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
           + (" …" if info.num_classes > 20 else ""))
     print(f"providers   {', '.join(summary['providers_available'])} (onnxruntime {ort.__version__}; "
           "listed is not the same as usable: the detector logs the one it really got)")
-    return OK
+    return Exit.OK
 
 
 def cmd_model_export(args: argparse.Namespace) -> int:
@@ -210,9 +209,9 @@ def cmd_model_export(args: argparse.Namespace) -> int:
         out = export_onnx(args.weights, imgsz=args.imgsz, out_dir=Path(args.out_dir) if args.out_dir else None)
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
-        return BAD_INPUT
+        return Exit.BAD_INPUT
     print(out)
-    return OK
+    return Exit.OK
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -225,7 +224,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     if args.show:
         shown = cfg.model_dump(mode="json")
         print(json.dumps(shown, indent=2))
-    return OK
+    return Exit.OK
 
 
 
@@ -261,10 +260,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
     action = args.queue_cmd
     if action == "purge-dead" and not args.yes:
         print("purge-dead deletes dead letters for good: add --yes", file=sys.stderr)
-        return USAGE
+        return Exit.USAGE
     spool = _open_spool_for_cli(args, write=action in ("requeue-dead", "purge-dead"))
     if spool is None:
-        return FAILED
+        return Exit.FAILED
     try:
         if action == "stats":
             st = spool.stats()
@@ -283,14 +282,14 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 print(_record_line(rec))
         elif action == "dead":
             for rec, error, when in spool.dead_letters(args.n):
-                print(f"{_record_line(rec)}\n    error: {error} (at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(when))}Z)")
+                print(f"{_record_line(rec)}\n    error: {error} (at {iso_utc(when, 'seconds')})")
         elif action == "requeue-dead":
             print(f"requeued {spool.requeue_dead()} dead letters")
         elif action == "purge-dead":
             print(f"purged {spool.purge_dead()} dead letters")
     finally:
         spool.close()
-    return OK
+    return Exit.OK
 
 
 # --- demo / run / status ------------------------------------------------------------------------
@@ -332,9 +331,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if data is None:
         print(f"no status in {cfg.state.runtime_dir}: is edge-detector running? (systemctl status edge-detector)",
               file=sys.stderr)
-        return FAILED
+        return Exit.FAILED
     print(json.dumps(data, indent=2) if args.json else format_status(data))
-    return OK
+    return Exit.OK
 
 
 # --- gps --------------------------------------------------------------------------------------
@@ -349,16 +348,16 @@ def cmd_gps_watch(args: argparse.Namespace) -> int:
         return watch(cfg.gps, sys.stdout, stop, count=args.count)
     except KeyboardInterrupt:
         stop.set()
-        return OK
+        return Exit.OK
 
 
 def cmd_gps_inspect(args: argparse.Namespace) -> int:
     from edge.gps.cli import inspect
 
-    status = OK
+    status = Exit.OK
     for path in args.files:
         rc = inspect(path, sys.stdout)
-        status = max(status, {0: OK, 1: FAILED}.get(rc, BAD_INPUT))
+        status = max(status, {0: Exit.OK, 1: Exit.FAILED}.get(rc, Exit.BAD_INPUT))
     return status
 
 # --- parser -----------------------------------------------------------------------------------
@@ -402,9 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge",
         description="Dashcam detector: YOLOv8 ONNX → geotagged stop-sign and traffic-light events → spool → Kafka.",
-        epilog="Exit codes: 0 ok, 1 failed while running, 2 usage or configuration error, 3 unusable input "
-        "(model, video, image, GPS track), 130 interrupted (SIGINT), 141 output closed by its reader (e.g. | head), "
-        "143 stopped by SIGTERM (replay, ingest-csv: summary printed, resumable).",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"edge-detector {__version__}")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: config log.level)")
@@ -512,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Every command, with its exit code; a reader that goes away (`| head`) ends it quietly with BROKEN_PIPE."""
+    """Every command, with its exit code; a reader that goes away (`| head`) ends it quietly with Exit.BROKEN_PIPE."""
     try:
         try:
             return _dispatch(argv)
@@ -525,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stream.flush()
     except BrokenPipeError:
         _discard_unwritable_output()
-        return BROKEN_PIPE
+        return Exit.BROKEN_PIPE
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
@@ -539,30 +536,30 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         return args.func(args)
     except ConfigError as exc:
         _print_config_error(exc)
-        return USAGE
+        return Exit.USAGE
     except ModelError as exc:
         log.error("%s", exc)
-        return BAD_INPUT
+        return Exit.BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return Exit.INTERRUPTED
     except BrokenPipeError:
         raise  # not a failure of the command: main() ends it quietly
     except SpoolError as exc:  # one line, before the generic clause (whose imports may fail on EMFILE)
         if isinstance(exc, SpoolBusy):  # another process owns the state dir: run this one later, or elsewhere
             log.error("%s", exc)
-            return USAGE
+            return Exit.USAGE
         log.error("failed: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return FAILED
+        return Exit.FAILED
     except Exception as exc:  # noqa: BLE001 - the last boundary: a clear line, not a traceback
         from edge.gps import TrackError
         from edge.sources import SourceError
 
         if isinstance(exc, (SourceError, TrackError)):
             log.error("%s", exc)
-            return BAD_INPUT
+            return Exit.BAD_INPUT
         log.error("failed: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return FAILED
+        return Exit.FAILED
 
 
 def _discard_unwritable_output() -> None:

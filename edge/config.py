@@ -12,9 +12,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from edge.types import parse_iso_time
+from edge.clock import parse_iso_time
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/edge-detector/edge.toml"),)
 

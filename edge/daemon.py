@@ -11,8 +11,8 @@ from pathlib import Path
 from edge.buffers import BoundedQueue
 from edge.config import Config, ConfigError, load_config
 from edge.delivery import Delivery
-from edge.pipeline import Pipeline, StageFailed
 from edge.native import native_output_counts
+from edge.pipeline import Pipeline, StageFailed
 from edge.types import Frame
 
 log = logging.getLogger(__name__)

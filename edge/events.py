@@ -10,6 +10,7 @@ import uuid
 from importlib import resources
 from typing import Any
 
+from edge.clock import iso_utc
 from edge.types import DetectionEvent, Detections, Frame, GpsFix
 
 # Fixed namespace for UUIDv5 detection ids: changing it changes every id ever emitted.
@@ -32,11 +33,6 @@ def derived_session_id(start: float, *identity: object) -> str:
     day = dt.datetime.fromtimestamp(start, dt.timezone.utc)
     digest = hashlib.sha1("/".join(str(p) for p in identity).encode()).hexdigest()[:6]
     return f"{day:%Y%m%d}-{digest}"
-
-
-def iso_utc(epoch: float) -> str:
-    """Epoch seconds → ISO 8601 UTC with milliseconds and a Z."""
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_events(

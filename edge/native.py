@@ -14,7 +14,6 @@ from collections.abc import Mapping
 
 from edge.service import _env, under_systemd
 
-
 NATIVE_LOGGER = "edge.native"
 _LINE_END = re.compile(rb"\r\n|[\r\n]")
 _VARIABLE = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")

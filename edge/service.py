@@ -274,7 +274,8 @@ def flush_log_summaries(*, force: bool = False) -> int:
 
 def _journal_handler(send: Callable[..., object] | None) -> logging.Handler | None:
     try:
-        from systemd.journal import JournalHandler, send as journal_send
+        from systemd.journal import JournalHandler
+        from systemd.journal import send as journal_send
     except ImportError:
         return None
     if send is None and not JOURNAL_SOCKET.exists():

@@ -9,7 +9,6 @@ passes (fps, frames_dropped, detections, spool_depth, spool_oldest_age_s, broker
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import math
@@ -22,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from edge.clock import iso_utc, parse_iso_time
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def _utc_now(clock: Callable[[], float]) -> str:
-    return dt.datetime.fromtimestamp(clock(), dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(clock())
 
 
 class StatusWriter:
@@ -107,7 +108,7 @@ def read_status(runtime_dir: Path | str) -> dict[str, object] | None:
 def status_age(data: Mapping[str, object], now: float | None = None) -> float | None:
     """Seconds since `updated_at`, None when it is missing or malformed."""
     try:
-        stamp = dt.datetime.fromisoformat(str(data["updated_at"]).replace("Z", "+00:00")).timestamp()
+        stamp = parse_iso_time(str(data["updated_at"]))
     except (KeyError, ValueError):
         return None
     return (time.time() if now is None else now) - stamp

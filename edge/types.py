@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,18 +13,6 @@ SCHEMA_VERSION = 1
 
 GpsSource = Literal["gpsd", "exif", "track", "fixed", "none"]
 GpsStatus = Literal["ok", "stale", "no_fix"]
-
-
-def parse_iso_time(text: str) -> float:
-    """ISO 8601 → Unix seconds. A trailing Z (or z) or an offset is honoured; a time without one is UTC.
-    Raises ValueError when the text is not ISO 8601."""
-    t = text.strip()
-    if t.endswith("z"):
-        t = t[:-1] + "Z"
-    parsed = dt.datetime.fromisoformat(t)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.timestamp()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,13 @@ from edge.config import GpsConfig
 from edge.gps.base import FixedProvider, GpsConfigError, GpsProvider, NoneProvider
 from edge.gps.exif import ExifProvider, ExifResult, read_exif
 from edge.gps.gpsd_provider import GpsdProvider, Sample
-from edge.gps.track import Track, TrackError, TrackProvider, load_track, start_from_first_fix
+from edge.gps.track import (
+    Track,
+    TrackError,
+    TrackProvider,
+    load_track,
+    start_from_first_fix,
+)
 
 __all__ = [
     "ExifProvider", "ExifResult", "FixedProvider", "GpsConfigError", "GpsProvider", "GpsdProvider",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from typing import Protocol, runtime_checkable
@@ -103,19 +102,3 @@ class RateLimitedLog:
             self._logger.log(self._level, msg + " (%d similar suppressed)", *args, suppressed)
         else:
             self._logger.log(self._level, msg, *args)
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter on the upper half; `reset()` after a success."""
-
-    def __init__(self, initial_s: float, max_s: float):
-        self.initial_s, self.max_s = initial_s, max(max_s, initial_s)
-        self._next = initial_s
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2.0, self.max_s)
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self._next = self.initial_s

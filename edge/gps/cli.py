@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import queue
 import threading
 from typing import TextIO
 
+from edge.clock import iso_or_dash
 from edge.config import GpsConfig
 from edge.gps.exif import read_exif
 from edge.gps.gpsd_provider import GpsdProvider, Sample
@@ -18,12 +18,7 @@ EXIT_OK, EXIT_NOTHING, EXIT_UNREADABLE = 0, 1, 2
 
 
 def _iso(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    try:
-        return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):
-        return f"{epoch!r}"
+    return iso_or_dash(epoch)
 
 
 def _num(v: float | None, fmt: str) -> str:

@@ -17,7 +17,7 @@ import math
 import socket
 from dataclasses import dataclass
 
-from edge.types import parse_iso_time
+from edge.clock import parse_iso_time
 
 WATCH = b'?WATCH={"enable":true,"json":true}\n'
 MAX_LINE = 256 * 1024

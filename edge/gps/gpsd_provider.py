@@ -20,8 +20,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.gps.base import Backoff, RateLimitedLog, age_ms
-from edge.gps.gpsd_client import GpsdConnection, ReportError, Tpv, parse_report, parse_tpv
+from edge.backoff import Backoff
+from edge.gps.base import RateLimitedLog, age_ms
+from edge.gps.gpsd_client import (
+    GpsdConnection,
+    ReportError,
+    Tpv,
+    parse_report,
+    parse_tpv,
+)
 from edge.types import Frame, GpsFix
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from edge.clock import parse_iso_time
 from edge.gps.nmea import TrackPoint
-from edge.types import parse_iso_time
 
 
 class GpxError(ValueError):

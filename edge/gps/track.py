@@ -11,7 +11,6 @@ position is never invented. age_ms is the time to the nearer of the two surround
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import logging
 import math
 import os
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edge.clock import iso_or_dash
 from edge.gps import geo
 from edge.gps.base import age_ms
 from edge.gps.gpx import GpxError, parse_gpx
@@ -135,10 +135,7 @@ class Track:
 
 
 def _iso(epoch: float) -> str:
-    try:
-        return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):
-        return repr(epoch)
+    return iso_or_dash(epoch, "seconds")
 
 
 def sniff_format(head: bytes) -> TrackFormat | None:

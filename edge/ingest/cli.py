@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from edge.clock import parse_iso_time
 from edge.config import Config, load_for_command
+from edge.exitcodes import Exit
 from edge.ingest.run import FileReport, Ingest, Options
 from edge.signals import stop_on_signals
-from edge.types import parse_iso_time
 
 log = logging.getLogger("edge.ingest")
 
-# the exit codes of edge.cli
-OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED = 0, 1, 2, 3, 130
 
 DESCRIPTION = """\
 Ingest perception-layer CSV files (header required; columns frame_number, timestamp_sec, u, v,
@@ -121,7 +120,7 @@ def cmd_ingest_csv(args: argparse.Namespace) -> int:
         opts = _options(args, cfg)
     except ValueError as exc:
         print(f"--start-time: {exc}", file=sys.stderr)
-        return USAGE
+        return Exit.USAGE
     missing = [f for f in args.files if not Path(f).is_file()]
     for f in missing:
         print(f"{f}: no such file", file=sys.stderr)
@@ -219,7 +218,7 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
         lines.append("  stopped: no room in the spool: rerun the same command to continue once there is room")
     print("\n".join(lines), file=sys.stderr)
     code = _exit_code(reports, missing, signals, room.no_room)
-    return FAILED if code == OK and not drained else code
+    return Exit.FAILED if code == Exit.OK and not drained else code
 
 
 def _ms(snap: dict, q: str) -> float:
@@ -264,20 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         for key, msg in exc.problems:
             print(f"config error: {exc.origin}: {key}: {msg}", file=sys.stderr)
-        return USAGE
+        return Exit.USAGE
 
 
 def _exit_code(reports: list[FileReport], missing: bool, signals: list[int], no_room: str | None = None) -> int:
     if signals:
         name = signal.Signals(signals[0]).name
         print(f"interrupted ({name}): run the same command again to continue where it stopped", file=sys.stderr)
-        return INTERRUPTED if signals[0] == signal.SIGINT else 128 + signals[0]  # SIGTERM: 143, as a shell reports it
+        return Exit.for_signal(signals[0])  # SIGINT 130, SIGTERM 143
     if no_room:
         log.error("ingest-csv stopped: %s", no_room)
-        return FAILED
+        return Exit.FAILED
     if missing or any(r.error for r in reports):
-        return BAD_INPUT
-    return OK
+        return Exit.BAD_INPUT
+    return Exit.OK
 
 
 if __name__ == "__main__":

@@ -7,7 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from edge.ingest.fast import FastChunk, FastPath
-from edge.ingest.rows import FileContext, Header, RowError, build_event, event_json, parse_row
+from edge.ingest.rows import (
+    FileContext,
+    Header,
+    RowError,
+    build_event,
+    event_json,
+    parse_row,
+)
 
 
 @dataclass(frozen=True, slots=True)

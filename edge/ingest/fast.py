@@ -20,7 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.ingest.ids import IdMaker
-from edge.ingest.rows import _WS, MAX_EPOCH, FileContext, Header, class_id_for, class_name_problem, json_string
+from edge.ingest.rows import (
+    _WS,
+    MAX_EPOCH,
+    FileContext,
+    Header,
+    class_id_for,
+    class_name_problem,
+    json_string,
+)
 
 _P10 = 10 ** np.arange(19, dtype=np.int64)
 _F10 = 10.0 ** np.arange(23)

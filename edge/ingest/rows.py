@@ -13,7 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from edge.events import detection_id, iso_utc
+from edge.clock import iso_utc
+from edge.events import detection_id
 from edge.types import DetectionEvent
 
 REQUIRED = ("frame_number", "timestamp_sec", "u", "v", "confidence", "class_name")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from edge.events import derived_session_id, iso_utc
+from edge.clock import iso_utc
+from edge.events import derived_session_id
 from edge.ingest.checkpoint import Checkpoints, Progress
 from edge.ingest.convert import Batch, Converter, Reject
 from edge.ingest.reader import CsvFile, InputError

@@ -29,9 +29,7 @@ class SpoolWriter:
         self.appended = 0
 
     def write(self, batch: Batch, ctx: FileContext) -> None:
-        from edge.spool import SpoolItem
-
-        from edge.spool import SpoolFull
+        from edge.spool import SpoolFull, SpoolItem
 
         now = time.time()
         items = [SpoolItem(ctx.vehicle_id, value, det_id, now) for _line, value, det_id, _captured in batch.events()]

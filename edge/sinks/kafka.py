@@ -17,7 +17,6 @@ Invariants:
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import functools
 import json
@@ -31,10 +30,12 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from edge.backoff import Backoff
+from edge.clock import iso_utc
 from edge.config import KafkaConfig
 from edge.metrics import Metrics
 
-__all__ = ["Backoff", "KafkaFlusher", "Step", "producer_config", "redact"]
+__all__ = ["KafkaFlusher", "Step", "producer_config", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def redact(conf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_utc(epoch, "seconds")
 
 
 class _ClientLog:
@@ -161,22 +162,6 @@ class Step(enum.Enum):
     OK = "ok"
     IDLE = "idle"
     FAILED = "failed"
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: initial·2ⁿ, capped, times a random 50–100 %."""
-
-    def __init__(self, initial_s: float, max_s: float, rng: Callable[[], float] = random.random):
-        self.initial_s, self.max_s, self._rng = initial_s, max_s, rng
-        self.failures = 0
-
-    def next(self) -> float:
-        base = min(self.max_s, self.initial_s * 2 ** min(self.failures, 60))
-        self.failures += 1
-        return base * (0.5 + 0.5 * self._rng())
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class _State(enum.Enum):

@@ -4,7 +4,7 @@ from edge.sources.base import FrameSource, SourceError, SourceStats, display_nam
 from edge.sources.capture import Capture, queue_policy
 from edge.sources.factory import detect_kind, open_source, parse_start_time
 from edge.sources.image_folder import IMAGE_EXTENSIONS, ImageFolderSource
-from edge.sources.live import LiveSource, backoff_delay
+from edge.sources.live import LiveSource
 from edge.sources.video_file import VideoFileSource
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "SourceError",
     "SourceStats",
     "VideoFileSource",
-    "backoff_delay",
     "detect_kind",
     "display_name",
     "open_source",

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from edge.clock import parse_iso_time
 from edge.config import SourceConfig
 from edge.sources.base import FrameSource, SourceError, display_name
 from edge.sources.image_folder import ImageFolderSource, is_image_path
 from edge.sources.live import LiveSource
 from edge.sources.video_file import VideoFileSource
-from edge.types import parse_iso_time
 
 Kind = Literal["file", "folder", "camera", "stream", "gstreamer"]
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import cv2
 
+from edge.backoff import Backoff
 from edge.sources.base import SourceError, SourceStats, display_name
 from edge.types import Frame
 
@@ -43,12 +44,6 @@ _MAX_MEDIA_STEP_S = 1.0  # a larger step between stream timestamps is a disconti
 _EPS_S = 1e-6
 _HANDOFF_FRAMES = 8  # sampled frames held for frames(): absorbs a burst (HLS segment) without dropping
 _READ_FAILURES = 3  # consecutive failed grabs that end a connection (sooner if the stall timeout has passed)
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:
-    """Delay before reconnect attempt `attempt` (0-based): initial * 2^attempt, jitter ±20 %, capped at max."""
-    base = initial_s * 2.0 ** min(attempt, 32)
-    return min(max_s, base * (rng or random).uniform(0.8, 1.2))
 
 
 class _Reader:
@@ -98,7 +93,7 @@ class LiveSource:
             self._check_backend()
             open_capture = self._open_default
         self._open_capture = open_capture
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(self.reconnect_initial_s, self.reconnect_max_s, (rng or random.Random()).random)
         self._cond = threading.Condition()
         self._closed = threading.Event()
         self._pending: collections.deque[Frame] = collections.deque()  # sampled, not yet taken by frames()
@@ -216,7 +211,7 @@ class LiveSource:
 
     def _read_loop(self, reader: _Reader, stop: threading.Event) -> None:
         try:
-            attempt = 0
+            self._backoff.reset()
             while not self._halted(reader, stop):
                 cap = self._call(reader, "open", self._open_capture)
                 if cap is None or not cap.isOpened():
@@ -234,11 +229,10 @@ class LiveSource:
                     if reason is None:
                         return
                     if delivered:
-                        attempt = 0
+                        self._backoff.reset()
                     self._lost(reason)
-                delay = backoff_delay(attempt, self.reconnect_initial_s, self.reconnect_max_s, self._rng)
-                attempt += 1
-                log.debug("source %s: reconnect attempt %d in %.2f s", self.name, attempt, delay)
+                delay = self._backoff.next()
+                log.debug("source %s: reconnect attempt %d in %.2f s", self.name, self._backoff.failures, delay)
                 self._sleep(reader, stop, delay)
         except Exception as exc:  # an OpenCV error or a bug: frames() raises it in the consumer's thread
             log.exception("source %s: reader thread failed", self.name)

@@ -7,7 +7,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.types import SCHEMA_VERSION, DetectionEvent, parse_iso_time
+from edge.clock import parse_iso_time
+from edge.types import SCHEMA_VERSION, DetectionEvent
 
 # Lengths and fixed fields go into the checksum too, so bytes cannot move between key and id unnoticed.
 _CRC_HEADER = struct.Struct("<IIid")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sqlite3
 import struct
+import time
 from pathlib import Path
 
+from edge.clock import compact_utc
 from edge.spool.records import SpoolError, SpoolRecord, checksum
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def initialise(conn: sqlite3.Connection) -> None:
 
 def corrupt_name(path: Path) -> Path:
     """Where a corrupt spool goes: `<name>.corrupt-<UTC time>[-n]`, a name not yet taken."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = compact_utc(time.time())
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
     while target.exists():

@@ -80,7 +80,14 @@ from edge.spool.records import (
     checksum,
 )
 from edge.spool.schema import COLUMNS, COUNTERS, row_to_record
-from edge.spool.writer import DISK_RECHECK_S, RETRY_MIN_S, GroupCommit, PendingAppend, chunks, marks
+from edge.spool.writer import (
+    DISK_RECHECK_S,
+    RETRY_MIN_S,
+    GroupCommit,
+    PendingAppend,
+    chunks,
+    marks,
+)
 
 log = logging.getLogger(__name__)
 

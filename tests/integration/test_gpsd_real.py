@@ -9,15 +9,21 @@ import time
 import numpy as np
 import pytest
 from gps_helpers import (
-    HAVE_GPSFAKE, NMEA, Gpsfake, chk_fixes, free_port, same_time_modulo_rollover, wait_until,
+    HAVE_GPSFAKE,
+    NMEA,
+    Gpsfake,
+    chk_fixes,
+    free_port,
+    same_time_modulo_rollover,
+    wait_until,
 )
 
+from edge.clock import parse_iso_time
 from edge.config import GpsConfig
 from edge.gps import GpsdProvider
 from edge.gps.cli import watch
 from edge.gps.geo import angle_diff
 from edge.types import Frame
-from edge.types import parse_iso_time
 
 pytestmark = pytest.mark.skipif(not HAVE_GPSFAKE, reason="gpsfake (Debian gpsd-clients) not installed")
 

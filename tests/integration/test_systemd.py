@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from systemd_harness import SystemdNamespace, adapt_shipped_unit, namespace_fixture, poll
+from systemd_harness import (
+    SystemdNamespace,
+    adapt_shipped_unit,
+    namespace_fixture,
+    poll,
+)
 
 from edge.status import format_status, read_status
 

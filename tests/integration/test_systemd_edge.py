@@ -14,7 +14,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from systemd_harness import SystemdNamespace, adapt_shipped_unit, namespace_fixture, poll, work_dir
+from systemd_harness import (
+    SystemdNamespace,
+    adapt_shipped_unit,
+    namespace_fixture,
+    poll,
+    work_dir,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_FILE = REPO / "systemd" / "edge-detector.service"

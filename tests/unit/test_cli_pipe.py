@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import BROKEN_PIPE
 from edge.config import ENV_OVERRIDES
+from edge.exitcodes import Exit
 from edge.spool import Spool, SpoolItem
 from edge.status import StatusWriter
 
@@ -85,7 +85,7 @@ def test_stdout_reader_gone(args, env, runtime_dir, tmp_path):
     argv = [a.format(runtime=runtime_dir, config=env["EDGE_CONFIG"]) for a in args]
     rc, err = edge_into_gone_reader(argv, env, tmp_path)
     # then it ends with the documented status, and says nothing about the pipe
-    assert rc == BROKEN_PIPE, f"`edge {' '.join(args)}` into a closed pipe should exit {BROKEN_PIPE}, got {rc}: {err}"
+    assert rc == Exit.BROKEN_PIPE, f"`edge {' '.join(args)}` into a closed pipe should exit {Exit.BROKEN_PIPE}, got {rc}: {err}"
     assert not any(word in err for word in NOISE), f"no traceback expected on stderr, got: {err}"
 
 
@@ -106,8 +106,8 @@ def test_head_takes_one_line_of_a_long_listing(env, tmp_path):
     )
     # then head got the first event, and edge stopped quietly with 141 as pipefail reports it
     assert shell.stdout.startswith("#1 det-00000000 "), f"head should print the oldest event, got {shell.stdout!r}"
-    assert shell.returncode == BROKEN_PIPE, (
-        f"the pipeline should report {BROKEN_PIPE} for edge, got {shell.returncode}: {shell.stderr[-2000:]}")
+    assert shell.returncode == Exit.BROKEN_PIPE, (
+        f"the pipeline should report {Exit.BROKEN_PIPE} for edge, got {shell.returncode}: {shell.stderr[-2000:]}")
     assert not any(word in shell.stderr for word in NOISE), f"no traceback expected, got: {shell.stderr[-2000:]}"
 
 
@@ -117,5 +117,5 @@ def test_stderr_reader_gone(env, tmp_path):
     bad.write_text('[spool]\nwhen_full = "explode"\n')
     rc, out = edge_into_gone_reader(["config", "check", str(bad)], env, tmp_path, stream="stderr")
     # then the command still ends with the documented status (not 120 from a failed final flush, not 1)
-    assert rc == BROKEN_PIPE, f"a closed stderr should end the command with {BROKEN_PIPE}, got {rc}; stdout: {out}"
+    assert rc == Exit.BROKEN_PIPE, f"a closed stderr should end the command with {Exit.BROKEN_PIPE}, got {rc}; stdout: {out}"
     assert out == "", f"nothing expected on stdout, got {out!r}"

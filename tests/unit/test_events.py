@@ -8,7 +8,13 @@ import re
 import jsonschema
 import numpy as np
 
-from edge.events import build_events, derived_session_id, detection_id, event_schema, new_session_id
+from edge.events import (
+    build_events,
+    derived_session_id,
+    detection_id,
+    event_schema,
+    new_session_id,
+)
 from edge.types import Detections, Frame, GpsFix
 
 NAMES = ("person", "traffic light", "stop sign")

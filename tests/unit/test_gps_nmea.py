@@ -9,7 +9,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.gps.nmea import checksum, format_lat, format_lon, parse_nmea, parse_nmea_text, sentence
+from edge.gps.nmea import (
+    checksum,
+    format_lat,
+    format_lon,
+    parse_nmea,
+    parse_nmea_text,
+    sentence,
+)
 from edge.gps.track import Track, TrackProvider
 from edge.types import Frame
 

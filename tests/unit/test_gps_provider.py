@@ -16,7 +16,14 @@ from pydantic import ValidationError
 
 from edge.config import ConfigError, GpsConfig
 from edge.gps import (
-    ExifProvider, FixedProvider, GpsdProvider, GpsProvider, NoneProvider, TrackError, TrackProvider, make_provider,
+    ExifProvider,
+    FixedProvider,
+    GpsdProvider,
+    GpsProvider,
+    NoneProvider,
+    TrackError,
+    TrackProvider,
+    make_provider,
 )
 from edge.gps.cli import watch
 from edge.gps.nmea import sentence

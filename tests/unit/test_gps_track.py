@@ -11,11 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.clock import parse_iso_time
 from edge.gps import geo
 from edge.gps.nmea import TrackPoint, format_lat, format_lon, sentence
-from edge.gps.track import Track, TrackError, TrackProvider, load_track, parse_track, start_from_first_fix
+from edge.gps.track import (
+    Track,
+    TrackError,
+    TrackProvider,
+    load_track,
+    parse_track,
+    start_from_first_fix,
+)
 from edge.types import Frame
-from edge.types import parse_iso_time
 
 DATA = Path(os.environ.get("EDGE_TEST_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 NMEA = DATA / "nmea"

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.events import iso_utc
+from edge.clock import iso_utc
 from edge.ingest.convert import Converter
 from edge.ingest.fast import FastPath, _iso_ms
 from edge.ingest.rows import FileContext, parse_header

@@ -8,7 +8,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge.events import detection_id, event_schema, iso_utc
+from edge.clock import iso_utc
+from edge.events import detection_id, event_schema
 from edge.ingest.ids import IdMaker
 from edge.ingest.rows import (
     UNKNOWN_CLASS_ID,

@@ -7,8 +7,9 @@ import logging
 import pytest
 from pydantic import SecretStr
 
+from edge.backoff import Backoff
 from edge.config import KafkaConfig
-from edge.sinks.kafka import Backoff, KafkaFlusher, producer_config, redact
+from edge.sinks.kafka import KafkaFlusher, producer_config, redact
 
 
 def test_defaults_are_idempotent_acks_all_zstd():

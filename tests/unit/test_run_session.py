@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from edge import cli, native, service
 from edge.daemon import Daemon
 

@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.backoff import Backoff
 from edge.buffers import Closed
-from edge.sources import Capture, LiveSource, backoff_delay
+from edge.sources import Capture, LiveSource
 from edge.types import Frame
 
 
@@ -101,12 +102,12 @@ class Consumer:
 
 
 def test_backoff_doubles_with_jitter_and_caps() -> None:
-    rng = random.Random(0)
-    delays = [backoff_delay(a, 0.5, 30.0, rng) for a in range(10)]
+    backoff = Backoff(0.5, 30.0, random.Random(0).random)
+    delays = [backoff.next() for _ in range(10)]
     for attempt, d in enumerate(delays):
-        base = 0.5 * 2**attempt
-        assert min(30.0, 0.8 * base) <= d <= min(30.0, 1.2 * base), f"attempt {attempt}: {d} outside jitter band"
-    assert delays[-1] == 30.0, "capped at the maximum"
+        base = min(30.0, 0.5 * 2**attempt)
+        assert 0.5 * base <= d <= base, f"attempt {attempt}: {d} outside the 50-100 % jitter band of {base}"
+    assert max(delays) <= 30.0, "capped at the maximum"
 
 
 def test_wall_clock_sampling_and_timestamps() -> None:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from edge.spool import FORMAT_VERSION, Spool, SpoolClosed, SpoolError, SpoolFull, SpoolItem
+from edge.spool import (
+    FORMAT_VERSION,
+    Spool,
+    SpoolClosed,
+    SpoolError,
+    SpoolFull,
+    SpoolItem,
+)
 from edge.spool.records import checksum
 from edge.types import DetectionEvent
 
