@@ -136,8 +136,8 @@ def _rss_run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
 
 
 def bench_e2e(path: Path, rows: int, workdir: Path) -> None:
-    from edge.sinks.local_broker import LocalBroker
-    from edge.sinks.topic import read_topic
+    from edge.localkafka.broker import LocalBroker
+    from edge.localkafka.topic import read_topic
 
     print(f"\n== end to end: {rows:,} rows → spool → flusher → local Tansu broker, all acknowledged")
     with LocalBroker(workdir / "broker") as broker:

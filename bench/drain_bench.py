@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Producer  # noqa: E402
 
 from edge.config import KafkaConfig  # noqa: E402
+from edge.localkafka.broker import LocalBroker  # noqa: E402
+from edge.localkafka.topic import read_topic  # noqa: E402
 from edge.metrics import Metrics  # noqa: E402
 from edge.sinks.kafka import KafkaFlusher, producer_config  # noqa: E402
-from edge.sinks.local_broker import LocalBroker  # noqa: E402
-from edge.sinks.topic import read_topic  # noqa: E402
 from edge.spool import Spool, SpoolItem  # noqa: E402
 from edge.types import DetectionEvent  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Composition root: builds detector, source, GPS and sinks from the config and runs the pipeline."""
+"""The one composition root: builds detector, source, GPS, pipeline and delivery from the config for every command."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from pathlib import Path
 from edge.buffers import BoundedQueue
 from edge.clock import parse_iso_time
 from edge.config import Config, ConfigError
+from edge.delivery import Delivery
 from edge.detect import Detector
-from edge.events import derived_session_id, new_session_id
+from edge.events import new_session_id, recording_session_id
+from edge.gps import GpsProvider, TrackProvider, make_provider, start_from_first_fix
 from edge.mediatime import container_creation_time
-from edge.pipeline import EventSink, GpsLookup, Pipeline, PipelineStats
-from edge.types import Frame
+from edge.pipeline import EventSink, Pipeline, PipelineStats
+from edge.sources import Capture, FrameSource, SourceStats, open_source
+from edge.types import Frame, QueuePolicy
 
 log = logging.getLogger(__name__)
 
@@ -29,28 +32,29 @@ def session_for(cfg: Config, uri: str, start_time: float | None) -> str:
         return cfg.vehicle.session_id
     path = Path(uri)
     if path.exists():
-        st = path.stat()
-        start = start_time if start_time is not None else st.st_mtime
-        size = st.st_size if path.is_file() else sum(1 for _ in path.iterdir())
-        return derived_session_id(start, path.name, size, cfg.vehicle.vehicle_id, cfg.vehicle.camera_id)
+        return recording_session_id(path, start_time, cfg.vehicle.vehicle_id, cfg.vehicle.camera_id)
     return new_session_id()
 
 
 class LimitedSource:
-    """At most `limit` frames of a source (replay --limit)."""
+    """At most `limit` frames of a source (replay --limit); a FrameSource itself."""
 
-    def __init__(self, source, limit: int):  # noqa: ANN001
+    def __init__(self, source: FrameSource, limit: int):
         self._source, self._limit = source, limit
+        self.name, self.live, self.stats = source.name, source.live, source.stats
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         return itertools.islice(self._source.frames(stop), self._limit)
 
-    def expected_frames(self) -> int:
+    def expected_frames(self) -> int | None:
         total = self._source.expected_frames()
         return self._limit if total is None else min(total, self._limit)
 
-    def __getattr__(self, name: str):  # noqa: ANN204 - delegate name, live, stats, close, ...
-        return getattr(self._source, name)
+    def set_fps(self, fps: float) -> None:
+        self._source.set_fps(fps)
+
+    def close(self) -> None:
+        self._source.close()
 
 
 def open_detector(cfg: Config, *, all_classes: bool = False) -> Detector:
@@ -59,12 +63,9 @@ def open_detector(cfg: Config, *, all_classes: bool = False) -> Detector:
     return detector
 
 
-@dataclass
-class ReplayResult:
-    stats: PipelineStats
-    source_stats: object
-    session_id: str
-    source_name: str
+def open_delivery(cfg: Config, *, when_full: QueuePolicy | None = None) -> Delivery:
+    """The spool and, with a broker configured, its flusher: use it as a context manager."""
+    return Delivery.start(cfg, when_full=when_full)
 
 
 def recording_start(cfg: Config, uri: str, explicit: float | None) -> float | None:
@@ -79,7 +80,7 @@ def recording_start(cfg: Config, uri: str, explicit: float | None) -> float | No
     return None
 
 
-def _warn_if_track_missed(provider, source) -> None:  # noqa: ANN001 - TrackProvider, FrameSource
+def _warn_if_track_missed(provider: TrackProvider, source: FrameSource) -> None:
     """Say before the run, not after it, when a video's time span misses the track: every event would have
     null GPS. Image folders and live sources are judged frame by frame by the provider."""
     begin = provider.track_start  # None: frames are placed by their capture time, the video's start + media time
@@ -94,72 +95,121 @@ def _warn_if_track_missed(provider, source) -> None:  # noqa: ANN001 - TrackProv
                     "--gps-offset S (the video starts S seconds after the first fix)", problem)
 
 
+def open_gps(cfg: Config, start: float | None, gps_offset: float | None) -> tuple[GpsProvider, float | None]:
+    """The configured GPS provider, started; a track is placed on the recording's clock. Returns it and the
+    recording's start (moved by --gps-offset)."""
+    provider = make_provider(cfg.gps)
+    if isinstance(provider, TrackProvider):
+        if gps_offset is not None:
+            start = start_from_first_fix(provider.track, gps_offset)
+        provider.track_start = start
+    elif gps_offset is not None:
+        raise ConfigError("--gps-offset", [("gps.provider", "--gps-offset needs a track (--gps-track FILE)")])
+    provider.start()
+    return provider, start
+
+
+@dataclass
+class DetectionRun:
+    """One detection pipeline as built from the config: what it reads, where it places frames, its session.
+    A context manager: leaving it closes the source and the GPS provider."""
+
+    pipeline: Pipeline
+    source: FrameSource
+    gps: GpsProvider
+    detector: Detector
+    session_id: str
+
+    def __enter__(self) -> DetectionRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.source.close()
+        finally:
+            self.gps.close()
+
+
+def build_detection(
+    cfg: Config,
+    sink: EventSink,
+    *,
+    detector: Detector | None = None,
+    gps: GpsProvider | None = None,
+    limit: int | None = None,
+    start_time: float | None = None,
+    gps_offset: float | None = None,
+    all_classes: bool = False,
+    session_id: str | None = None,
+    max_restarts: int = 0,
+    log_events: bool = False,
+) -> DetectionRun:
+    """The pipeline of `edge run`, `replay` and `demo` over cfg.source: capture (live: drop the oldest; files:
+    block), preprocess, infer, events with GPS, into `sink`. Raises SourceError / ModelError / ConfigError /
+    TrackError for unusable inputs, having closed what it opened. A `gps` provider given is used as it is
+    (started by the caller) and closed with the run."""
+    if gps_offset is not None and (start_time is not None or not math.isfinite(gps_offset)):
+        why = "not a finite number" if start_time is None else "give --start-time or --gps-offset, not both"
+        raise ConfigError("--gps-offset", [("gps_offset", f"{why} (got {gps_offset!r})")])
+    detector = detector or open_detector(cfg, all_classes=all_classes)
+    start = recording_start(cfg, cfg.source.uri, start_time)
+    if gps is None:
+        gps, start = open_gps(cfg, start, gps_offset)
+    try:
+        source: FrameSource = open_source(cfg.source, start_time=start)
+    except BaseException:
+        gps.close()
+        raise
+    if isinstance(gps, TrackProvider):
+        _warn_if_track_missed(gps, source)
+    if limit is not None:
+        source = LimitedSource(source, limit)
+    session_id = session_id or session_for(cfg, cfg.source.uri, start)
+    frames: BoundedQueue[Frame] = Capture.queue_for(source, cfg.source.queue_size)
+    pipeline = Pipeline(
+        Capture(source, frames), frames, detector, sink,
+        vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=session_id,
+        gps=gps, max_restarts=max_restarts, log_events=log_events,
+    )
+    pipeline.stats.expected_frames = source.expected_frames()
+    return DetectionRun(pipeline, source, gps, detector, session_id)
+
+
+@dataclass
+class ReplayResult:
+    stats: PipelineStats
+    source_stats: SourceStats
+    session_id: str
+    source_name: str
+
+
 def run_replay(
     cfg: Config,
     sink: EventSink,
     *,
     detector: Detector | None = None,
+    gps: GpsProvider | None = None,
     limit: int | None = None,
     start_time: float | None = None,
     gps_offset: float | None = None,
-    gps: GpsLookup | None = None,
     stop: threading.Event | None = None,
     on_tick: Callable[[PipelineStats], None] | None = None,
     all_classes: bool = False,
 ) -> ReplayResult:
-    """Run the pipeline over cfg.source to its end. Raises SourceError / ModelError / ConfigError for
-    unusable inputs."""
-    from edge.gps import TrackProvider, make_provider, start_from_first_fix
-    from edge.sources import (  # sources are a stage package: wired here
-        Capture,
-        open_source,
-    )
-
+    """Run the pipeline over cfg.source to its end (or `stop`). Raises SourceError / ModelError / ConfigError
+    for unusable inputs."""
     stop = stop or threading.Event()
-    if gps_offset is not None and (start_time is not None or not math.isfinite(gps_offset)):
-        why = "not a finite number" if start_time is None else "give --start-time or --gps-offset, not both"
-        raise ConfigError("--gps-offset", [("gps_offset", f"{why} (got {gps_offset!r})")])
-    start = recording_start(cfg, cfg.source.uri, start_time)
-    if gps is None:
-        provider = make_provider(cfg.gps)
-        if isinstance(provider, TrackProvider):
-            if gps_offset is not None:
-                start = start_from_first_fix(provider.track, gps_offset)
-            provider.track_start = start
-        elif gps_offset is not None:
-            raise ConfigError("--gps-offset", [("gps.provider", "--gps-offset needs a track (--gps-track FILE)")])
-        provider.start()
-        gps = provider
-    detector = detector or open_detector(cfg, all_classes=all_classes)
-    source = open_source(cfg.source, start_time=start)
-    if isinstance(gps, TrackProvider):
-        _warn_if_track_missed(gps, source)
-    if limit is not None:
-        source = LimitedSource(source, limit)
-    session_id = session_for(cfg, cfg.source.uri, start)
-    frames: BoundedQueue[Frame] = BoundedQueue(cfg.source.queue_size, "drop_oldest" if source.live else "block")
-    pipeline = Pipeline(
-        Capture(source, frames),
-        frames,
-        detector,
-        sink,
-        vehicle_id=cfg.vehicle.vehicle_id,
-        camera_id=cfg.vehicle.camera_id,
-        session_id=session_id,
-        gps=gps,
-    )
-    pipeline.stats.expected_frames = source.expected_frames()
-    log.info(
-        "replay %s: session %s, model %s on %s, %.1f fps, classes %s, gps %s",
-        source.name, session_id, detector.model_name, detector.provider, cfg.source.inference_fps,
-        ", ".join(detector.classes) if len(detector.classes) <= 5 else f"{len(detector.classes)} classes",
-        cfg.gps.provider,
-    )
-    try:
-        stats = pipeline.run(stop, on_tick=on_tick)
-    finally:
-        source.close()
-        close = getattr(gps, "close", None)
-        if close is not None:
-            close()
-    return ReplayResult(stats, source.stats, session_id, source.name)
+    with build_detection(cfg, sink, detector=detector, gps=gps, limit=limit, start_time=start_time, gps_offset=gps_offset,
+                         all_classes=all_classes) as run:
+        det = run.detector
+        log.info(
+            "replay %s: session %s, model %s on %s, %.1f fps, classes %s, gps %s",
+            run.source.name, run.session_id, det.model_name, det.provider, cfg.source.inference_fps,
+            ", ".join(det.classes) if len(det.classes) <= 5 else f"{len(det.classes)} classes",
+            cfg.gps.provider,
+        )
+        stats = run.pipeline.run(stop, on_tick=on_tick)
+    return ReplayResult(stats, run.source.stats, run.session_id, run.source.name)

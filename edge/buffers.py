@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar, get_args
+
+from edge.types import QueuePolicy
 
 T = TypeVar("T")
-FullPolicy = Literal["block", "drop_oldest"]
 
 
 class Closed(Exception):
@@ -18,11 +19,13 @@ class BoundedQueue(Generic[T]):
     """A bounded FIFO. `block` makes producers wait (files, CSV: nothing lost);
     `drop_oldest` evicts the oldest item so a live producer never waits (counted in `dropped`)."""
 
-    def __init__(self, maxsize: int, policy: FullPolicy):
+    def __init__(self, maxsize: int, policy: QueuePolicy):
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
+        if policy not in get_args(QueuePolicy):
+            raise ValueError(f"policy must be one of {get_args(QueuePolicy)}, got {policy!r}")
         self.maxsize = maxsize
-        self.policy: FullPolicy = policy
+        self.policy: QueuePolicy = policy
         self.dropped = 0
         self._items: collections.deque[T] = collections.deque()
         self._closed = False

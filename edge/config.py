@@ -10,7 +10,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from edge.clock import parse_iso_time
+from edge.types import GpsSource, QueuePolicy
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/edge-detector/edge.toml"),)
 
@@ -46,6 +47,10 @@ CREDENTIALS: dict[str, tuple[str, str]] = {
     "kafka_sasl_password": ("kafka", "sasl_password"),
     "kafka_sasl_username": ("kafka", "sasl_username"),
 }
+
+
+# json_schema_extra of a key that SIGHUP applies without a restart (see reloadable_fields)
+RELOAD: dict[str, Any] = {"reload": True}
 
 
 class FieldProblems(ValueError):
@@ -72,7 +77,8 @@ class VehicleConfig(_Section):
 class SourceConfig(_Section):
     uri: str = Field("0", description="camera index, /dev/videoN, rtsp/http URL, video file, image folder, GStreamer pipeline")
     kind: Literal["auto", "file", "folder", "camera", "stream", "gstreamer"] = "auto"
-    inference_fps: float = Field(5.0, gt=0, le=240, description="frames per second sent to the detector; INFERENCE_FPS")
+    inference_fps: float = Field(5.0, gt=0, le=240, description="frames per second sent to the detector; INFERENCE_FPS",
+                                 json_schema_extra=RELOAD)
     queue_size: int = Field(8, ge=1, le=1024, description="frames buffered between capture and inference")
     stall_timeout_s: float = Field(5.0, gt=0, description="live source: no frame for this long -> reopen")
     reconnect_initial_s: float = Field(0.5, gt=0)
@@ -104,11 +110,21 @@ class DetectorConfig(_Section):
     )
     intra_op_threads: int = Field(0, ge=0, le=256, description="0: onnxruntime's default")
     spin_wait: bool = Field(False, description="onnxruntime threads busy-wait between ops; off leaves CPU to capture")
-    confidence: float = Field(0.25, ge=0, le=1)
-    iou: float = Field(0.7, gt=0, le=1)
-    classes: list[str] = Field(default_factory=list, description="empty: stop sign + traffic light if known, else all")
+    confidence: float = Field(0.25, ge=0, le=1, json_schema_extra=RELOAD)
+    iou: float = Field(0.7, gt=0, le=1, json_schema_extra=RELOAD)
+    classes: list[str] = Field(default_factory=list, description="empty: stop sign + traffic light if known, else all",
+                               json_schema_extra=RELOAD)
     max_detections: int = Field(300, ge=1, le=10000)
     tensorrt_fp16: bool = True
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names_given(cls, v: list[str]) -> list[str]:
+        # no model has a class without a name: `edge run` would refuse it when the model is loaded
+        blank = [i for i, name in enumerate(v, 1) if not name.strip()]
+        if blank:
+            raise ValueError(f"entry {blank[0]} is empty: give the model's class names (e.g. \"stop sign\")")
+        return v
 
 
 class StateConfig(_Section):
@@ -120,7 +136,7 @@ class StateConfig(_Section):
 class SpoolConfig(_Section):
     path: str = Field("", description="empty: <state_dir>/spool.db")
     max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
-    when_full: Literal["drop_oldest", "block"] = "drop_oldest"
+    when_full: QueuePolicy = "drop_oldest"
     block_timeout_s: float = Field(
         30.0, gt=0, le=86_400,
         description="replay and ingest-csv (policy block): how long spooling may find no room (disk full, or "
@@ -168,35 +184,92 @@ class KafkaConfig(_Section):
         return self
 
 
-class GpsConfig(_Section):
-    provider: Literal["gpsd", "exif", "track", "fixed", "none"] = "none"
+class _GpsProvider(_Section):
+    """The settings of one GPS provider (`[gps] provider = ...`); a key of another provider is refused, naming
+    the provider it belongs to. Earlier shipped files listed every provider's key at its default: such a key, at
+    its default or empty, is not a setting and is left out."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _leave_out_unset_keys_of_other_providers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {key: value for key, value in data.items() if key in cls.model_fields or not _unset_elsewhere(key, value)}
+
+
+def _unset_elsewhere(key: str, value: Any) -> bool:
+    """`key` is another provider's setting, at its default (or empty text)."""
+    for model in GPS_PROVIDERS.values():
+        field = model.model_fields.get(key)
+        if field is not None:
+            return value == "" or (not field.is_required() and value == field.default)
+    return False
+
+
+class NoGpsConfig(_GpsProvider):
+    """No GPS: events have null positions, gps_source none."""
+
+    provider: Literal["none"] = "none"
+
+
+class GpsdConfig(_GpsProvider):
+    """Live fixes from gpsd."""
+
+    provider: Literal["gpsd"] = "gpsd"
     gpsd_host: str = "127.0.0.1"
     gpsd_port: int = Field(2947, ge=1, le=65535)
     max_age_s: float = Field(2.0, gt=0, description="older fixes are stale")
-    fixed_lat: float | None = Field(None, ge=-90, le=90)
-    fixed_lon: float | None = Field(None, ge=-180, le=180)
-    fixed_heading: float | None = Field(None, ge=0, lt=360)
-    track: str = Field("", description="NMEA or GPX file for replays")
-    track_max_gap_s: float = Field(5.0, gt=0)
 
-    @model_validator(mode="after")
-    def _provider_has_its_settings(self) -> GpsConfig:
-        # only what the configuration alone decides: whether the track file exists is an input, checked at start
-        problems: list[tuple[str, str]] = []
-        if self.provider == "fixed":
-            problems += [(name, "required when gps.provider is 'fixed'")
-                         for name in ("fixed_lat", "fixed_lon") if getattr(self, name) is None]
-        elif self.provider == "gpsd" and not self.gpsd_host.strip():
-            problems.append(("gpsd_host", "required when gps.provider is 'gpsd'"))
-        elif self.provider == "track" and not self.track.strip():
-            problems.append(("track", "required when gps.provider is 'track' (an NMEA or GPX file)"))
-        if problems:
-            raise FieldProblems(problems)
-        return self
+    @field_validator("gpsd_host")
+    @classmethod
+    def _host_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty: give gpsd's host name or address")
+        return v
+
+
+class ExifGpsConfig(_GpsProvider):
+    """The GPS tags of each image's EXIF (image folders)."""
+
+    provider: Literal["exif"] = "exif"
+    max_age_s: float = Field(2.0, gt=0, description="older fixes are stale")
+
+
+class TrackGpsConfig(_GpsProvider):
+    """A recorded NMEA or GPX track, for replays; whether the file exists is an input, checked at start."""
+
+    provider: Literal["track"] = "track"
+    track: str = Field(description="an NMEA or GPX file")
+    track_max_gap_s: float = Field(5.0, gt=0, description="no invented positions across longer gaps")
+
+    @field_validator("track")
+    @classmethod
+    def _track_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty: give an NMEA or GPX file")
+        return v
+
+
+class FixedGpsConfig(_GpsProvider):
+    """A stationary camera at a configured position."""
+
+    provider: Literal["fixed"] = "fixed"
+    fixed_lat: float = Field(ge=-90, le=90, description="degrees, north positive")
+    fixed_lon: float = Field(ge=-180, le=180, description="degrees, east positive")
+    fixed_heading: float | None = Field(None, ge=0, lt=360, description="degrees clockwise from true north")
+
+
+# One settings model per edge.types.GpsSource, told apart by `provider`.
+GpsConfig = Annotated[
+    GpsdConfig | ExifGpsConfig | TrackGpsConfig | FixedGpsConfig | NoGpsConfig, Field(discriminator="provider")
+]
+GPS_PROVIDERS: dict[GpsSource, type[_GpsProvider]] = {
+    model.model_fields["provider"].default: model for model in typing.get_args(typing.get_args(GpsConfig)[0])
+}
 
 
 class LogConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", json_schema_extra=RELOAD)
 
     @field_validator("level", mode="before")
     @classmethod
@@ -211,11 +284,43 @@ class Config(_Section):
     state: StateConfig = Field(default_factory=StateConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
-    gps: GpsConfig = Field(default_factory=GpsConfig)
+    gps: GpsConfig = Field(default_factory=NoGpsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+
+    @field_validator("gps", mode="before")
+    @classmethod
+    def _gps_provider_defaults_to_none(cls, v: Any) -> Any:
+        default = NoGpsConfig.model_fields["provider"].default
+        return {"provider": default, **v} if isinstance(v, dict) and "provider" not in v else v
 
     def spool_path(self) -> Path:
         return Path(self.spool.path) if self.spool.path else Path(self.state.state_dir) / "spool.db"
+
+
+def _section_models(section: str) -> tuple[type[BaseModel], ...]:
+    """The model of a section, or the models of a union section (gps: one per provider)."""
+    ann: Any = Config.model_fields[section].annotation
+    return typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+
+
+def _variants(section: str) -> tuple[str, dict[str, type[BaseModel]]] | None:
+    """For a union section told apart by one key (gps: provider): that key and {its value: model}; else None."""
+    field = Config.model_fields.get(section)
+    if field is None or not isinstance(field.discriminator, str):
+        return None
+    key = field.discriminator
+    return key, {model.model_fields[key].default: model for model in _section_models(section)}
+
+
+def reloadable_fields() -> dict[str, tuple[str, ...]]:
+    """What SIGHUP applies without a restart, section -> keys: the fields declared with `json_schema_extra=RELOAD`."""
+    marked: dict[str, tuple[str, ...]] = {}
+    for section in Config.model_fields:
+        keys = dict.fromkeys(key for model in _section_models(section) for key, field in model.model_fields.items()
+                             if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("reload"))
+        if keys:
+            marked[section] = tuple(keys)
+    return marked
 
 
 class ConfigError(Exception):
@@ -306,6 +411,9 @@ def load_config(
             raise ConfigError(origin, [("<file>", f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
                                                   f"{exc.start}): save the file as UTF-8")]) from None
     origins, problems = _merge_environment(tree, env)
+    for dotted, value in (overrides or {}).items():  # first: a variant chosen here drops the others' keys
+        section, _, key = dotted.partition(".")
+        _choose_variant(tree, section, key, value)
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         _set(tree, section, key, value)
@@ -343,6 +451,19 @@ def _merge_environment(tree: dict[str, Any], env: Mapping[str, str]) -> tuple[di
     return origins, problems
 
 
+def _choose_variant(tree: dict[str, Any], section: str, key: str, value: Any) -> None:
+    """The command line chose the variant of a union section (`replay --gps-track`: gps.provider track): the
+    settings the file (or environment) gave for other variants no longer apply and are left out."""
+    variants = _variants(section)
+    sub = tree.get(section)
+    if variants is None or key != variants[0] or not isinstance(sub, dict) or not isinstance(value, str) \
+            or value not in variants[1]:
+        return
+    models = variants[1].values()
+    tree[section] = {k: v for k, v in sub.items()  # a key of no variant stays, to be reported
+                     if k in variants[1][value].model_fields or not any(k in m.model_fields for m in models)}
+
+
 def _unset(tree: dict[str, Any], section: str, key: str) -> None:
     sub = tree.get(section)
     if isinstance(sub, dict):
@@ -350,19 +471,45 @@ def _unset(tree: dict[str, Any], section: str, key: str) -> None:
 
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    """(key path, message) for every error; a section's FieldProblems are spread over the keys they name."""
+    """(key path, message) for every error; a section's FieldProblems are spread over the keys they name. In a
+    union section pydantic's path names the variant (gps.fixed.fixed_lat): the user's key path does not."""
     problems = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
+        variants = _variants(loc[0]) if loc else None
+        variant = loc.pop(1) if variants is not None and len(loc) > 1 else None
         cause = err.get("ctx", {}).get("error")
         if isinstance(cause, FieldProblems):
             problems += [(".".join([*loc, name]), msg) for name, msg in cause.problems]
+            continue
+        if variants is not None and (named := _variant_problem(err, loc, variant, *variants)):
+            problems.append(named)
             continue
         key = ".".join(loc) or "<root>"
         value = err.get("input")
         shown = "" if "password" in key or isinstance(value, dict) else f" (got {value!r})"
         problems.append((key, f"{err['msg']}{shown}"))
     return problems
+
+
+def _variant_problem(err: Any, loc: list[str], variant: str | None, by: str,
+                     models: dict[str, type[BaseModel]]) -> tuple[str, str] | None:
+    """An error of a union section (gps, told apart `by` provider) in the user's terms: an unknown provider, a key
+    the chosen provider needs, a key of another provider; None for the others (worded as usual)."""
+    section, chosen = loc[0], f"{loc[0]}.{by}"
+    if err["type"] == "union_tag_invalid" and isinstance(err.get("input"), dict):
+        names = [repr(name) for name in models]
+        return chosen, f"Input should be {', '.join(names[:-1])} or {names[-1]} (got {err['input'][by]!r})"
+    if variant is None or len(loc) != 2:
+        return None
+    key = loc[1]
+    if err["type"] == "missing":
+        about = models[variant].model_fields[key].description
+        return f"{section}.{key}", f"required when {chosen} is {variant!r}" + (f" ({about})" if about else "")
+    owners = [repr(name) for name, model in models.items() if key in model.model_fields]
+    if err["type"] == "extra_forbidden" and owners:
+        return f"{section}.{key}", f"belongs to {chosen} {' or '.join(owners)} ({chosen} is {variant!r})"
+    return None
 
 
 def load_for_command(args: object, options: Mapping[str, str], **fixed: object) -> Config:

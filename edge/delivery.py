@@ -12,9 +12,10 @@ from pathlib import Path
 from edge.config import Config
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher
+from edge.sinks.protocols import Flusher
 from edge.spool import Spool, SpoolFull, SpoolItem, SpoolStats
 from edge.spool.disk import free_bytes
-from edge.types import DetectionEvent
+from edge.types import BrokerState, DetectionEvent, QueuePolicy
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class SpoolSink:
         self.stop.set()
 
 
-def open_spool(cfg: Config, *, when_full: str | None = None) -> Spool:
+def open_spool(cfg: Config, *, when_full: QueuePolicy | None = None) -> Spool:
     """The spool of every writer (run, replay, demo, ingest-csv), owned by this process until it is closed:
     a second writer gets SpoolBusy ("state dir X is in use by pid N (command)"), which the CLI exits 2 on."""
     path = cfg.spool_path()
@@ -120,18 +121,23 @@ def open_spool(cfg: Config, *, when_full: str | None = None) -> Spool:
 
 @dataclass
 class Delivery:
-    """The spool plus, when a broker is configured, a flusher thread draining it."""
+    """The spool plus, when a broker is configured, a flusher thread draining it.
+
+    The one delivery lifecycle of every command: `with Delivery.start(cfg) as delivery:` … `delivery.finish(s)`
+    … `delivery.report()`. Leaving the block, by an error too, finishes what was started (flusher stopped,
+    spool closed, its lock given back) if the command did not."""
 
     cfg: Config
     spool: Spool
     metrics: Metrics = field(default_factory=Metrics)
-    flusher: KafkaFlusher | None = None
+    flusher: Flusher | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     final_stats: SpoolStats | None = None  # at close, when the spool can no longer be asked
+    drained: bool | None = None  # set by finish(): None while running
 
     @classmethod
-    def start(cls, cfg: Config, *, when_full: str | None = None) -> Delivery:
+    def start(cls, cfg: Config, *, when_full: QueuePolicy | None = None) -> Delivery:
         spool = open_spool(cfg, when_full=when_full)
         d = cls(cfg, spool)
         if cfg.kafka.bootstrap_servers:
@@ -146,13 +152,23 @@ class Delivery:
             log.info("no kafka.bootstrap_servers configured: events stay in the spool %s", cfg.spool_path())
         return d
 
-    def sink(self, *, live: bool) -> SpoolSink:
-        return SpoolSink(self.spool, live=live)
+    def __enter__(self) -> Delivery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.drained is None:  # left early (an error, a stop): what is not delivered stays in the spool
+            self.finish(0.0)
+
+    def sink(self, *, live: bool, room_timeout: float | None = None, stop: threading.Event | None = None) -> SpoolSink:
+        return SpoolSink(self.spool, live=live, room_timeout=room_timeout, stop=stop)
 
     def finish(self, drain_timeout: float) -> bool:
         """Stop the flusher after giving it up to `drain_timeout` s to deliver what is spooled; close the spool.
         Returns True when the spool was drained (or no broker is configured). Never raises for a delivery
-        error: the command still prints its summary and exits with what the spool holds."""
+        error: the command still prints its summary and exits with what the spool holds. A second call
+        returns the first one's answer."""
+        if self.drained is not None:
+            return self.drained
         drained = True
         if self.flusher is not None:
             try:
@@ -169,10 +185,20 @@ class Delivery:
                             drain_timeout, self.spool.stats().depth)
         self.final_stats = self.spool.stats()
         self.spool.close()
+        self.drained = drained
         return drained
 
+    def stats(self) -> SpoolStats:
+        """The spool's counters, also after finish()."""
+        return self.final_stats or self.spool.stats()
+
+    def broker_state(self) -> BrokerState:
+        if self.flusher is None:
+            return "none"
+        return "connected" if self.flusher.connected else "unreachable"
+
     def report(self) -> list[str]:
-        st = self.final_stats or self.spool.stats()
+        st = self.stats()
         snap = self.metrics.snapshot()
         lines = [
             f"  spool {Path(self.cfg.spool_path())}: depth {st.depth} ({st.bytes} bytes), dead letters {st.dead}, "

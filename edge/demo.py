@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from edge.config import Config
-from edge.sinks.topic import read_topic
+from edge.localkafka import read_topic
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,7 @@ def consume_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]
 
 
 def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: int = 50) -> int:  # noqa: ANN001
-    from edge.app import run_replay
-    from edge.delivery import Delivery
+    from edge.app import open_delivery, run_replay
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-demo-")))
@@ -37,7 +36,7 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
         }
         bootstrap = cfg.kafka.bootstrap_servers
         if not bootstrap:
-            from edge.sinks.local_broker import LocalBroker
+            from edge.localkafka import LocalBroker
 
             broker = stack.enter_context(LocalBroker(log_dir=workdir))
             bootstrap = broker.bootstrap
@@ -47,12 +46,10 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
         cfg = cfg.model_copy(update=overrides)
         print(f"replaying {cfg.source.uri} at {cfg.source.inference_fps:g} fps with {Path(cfg.detector.model).name}"
               f" → spool {cfg.spool_path()} → topic {cfg.kafka.topic}", file=out)
-        delivery = Delivery.start(cfg, when_full="block")
+        delivery = stack.enter_context(open_delivery(cfg, when_full="block"))
         started = time.monotonic()
-        try:
-            result = run_replay(cfg, delivery.sink(live=False).write, stop=threading.Event())
-        finally:
-            drained = delivery.finish(drain_timeout)
+        result = run_replay(cfg, delivery.sink(live=False).write, stop=threading.Event())
+        drained = delivery.finish(drain_timeout)
         produced = result.stats.detections
         events = consume_all(bootstrap, cfg.kafka.topic)
         for e in events[:show]:

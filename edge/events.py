@@ -8,6 +8,7 @@ import json
 import secrets
 import uuid
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from edge.clock import iso_utc
@@ -33,6 +34,17 @@ def derived_session_id(start: float, *identity: object) -> str:
     day = dt.datetime.fromtimestamp(start, dt.timezone.utc)
     digest = hashlib.sha1("/".join(str(p) for p in identity).encode()).hexdigest()[:6]
     return f"{day:%Y%m%d}-{digest}"
+
+
+def recording_session_id(path: Path, start: float | None, vehicle_id: str, camera_id: str) -> str:
+    """The session of a recording (a video or CSV file, an image folder), the one rule for replay and ingest-csv:
+    derived from the start time the command knows (an explicit start, else the file's modification time), the
+    name, the size (a file) or the number of entries (a folder), the vehicle and the camera; so the same
+    recording gives the same session, and the same ids, every time. A configured session id wins over this:
+    callers check it first."""
+    st = path.stat()
+    size = st.st_size if path.is_file() else sum(1 for _ in path.iterdir())
+    return derived_session_id(st.st_mtime if start is None else start, path.name, size, vehicle_id, camera_id)
 
 
 def build_events(

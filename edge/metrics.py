@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 COUNTERS = ("sent", "acked", "failed", "dead_lettered", "producer_recreated")
-GAUGES = ("pending", "evicted", "spool_depth", "spool_bytes", "oldest_age_s")
+GAUGES = ("pending",)  # the spool's own figures come from Spool.stats(), not from here
 
 
 class LatencyHistogram:
@@ -99,8 +99,8 @@ class RateWindow:
 
 
 class Metrics:
-    """Counters (sent, acked, failed, dead_lettered, producer_recreated), gauges (pending, evicted, spool depth/bytes,
-    oldest age), drain rate (acked/s, sliding window) and captured→acked latency p50/p99.
+    """Counters (sent, acked, failed, dead_lettered, producer_recreated), the gauge pending (in flight), drain rate
+    (acked/s, sliding window) and captured→acked latency p50/p99.
     Every method may be called from any thread."""
 
     def __init__(self, rate_window_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
@@ -127,14 +127,6 @@ class Metrics:
             self._latency.add_many(lat)
             self._counters["acked"] += int(lat.size)
             self._rate.add(int(lat.size))
-
-    def update_spool(self, stats: object) -> None:
-        """Copy depth, bytes, oldest age and evictions from a SpoolStats."""
-        with self._lock:
-            self._gauges["spool_depth"] = getattr(stats, "depth", 0)
-            self._gauges["spool_bytes"] = getattr(stats, "bytes", 0)
-            self._gauges["oldest_age_s"] = getattr(stats, "oldest_age_s", 0) or 0
-            self._gauges["evicted"] = getattr(stats, "evicted_total", 0)
 
     def get(self, name: str) -> float:
         with self._lock:

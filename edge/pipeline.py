@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.buffers import BoundedQueue, Closed
-from edge.detect.detector import Detector
+from edge.detect.detector import ObjectDetector
 from edge.detect.stages import Infer, Preprocess, Work
 from edge.events import build_events
 from edge.types import DetectionEvent, Frame, GpsFix
@@ -26,6 +26,12 @@ EventSink = Callable[[Sequence[DetectionEvent]], None]
 
 class GpsLookup(Protocol):
     def fix_for(self, frame: Frame) -> GpsFix: ...
+
+
+class Stage(Protocol):
+    """One thread's loop: runs until `stop`, or until its input queue closes."""
+
+    def run(self, stop: threading.Event) -> None: ...
 
 
 @dataclass
@@ -65,7 +71,7 @@ class EmitEvents:
 
     def __init__(
         self,
-        detector: Detector,
+        detector: ObjectDetector,
         inq: BoundedQueue[Work],
         sink: EventSink,
         *,
@@ -158,9 +164,9 @@ class Pipeline:
 
     def __init__(
         self,
-        capture,  # noqa: ANN001 - edge.sources.Capture (has run(stop)); sources are wired here, not imported by stages
+        capture: Stage,  # edge.sources.Capture: sources are wired by the composition root, not imported here
         frames: BoundedQueue[Frame],
-        detector: Detector,
+        detector: ObjectDetector,
         sink: EventSink,
         *,
         vehicle_id: str,
@@ -183,7 +189,7 @@ class Pipeline:
             detector, outputs, sink, vehicle_id=vehicle_id, camera_id=camera_id, session_id=session_id,
             gps=gps, stats=self.stats, log_events=log_events,
         )
-        self.stages: list[tuple[str, object, BoundedQueue]] = [
+        self.stages: list[tuple[str, Stage, BoundedQueue]] = [
             ("capture", capture, frames),
             ("preprocess", Preprocess(detector, frames, tensors), tensors),
             ("infer", Infer(detector, tensors, outputs), outputs),
@@ -191,7 +197,7 @@ class Pipeline:
         ]
         self._queues = [frames, tensors, outputs]
 
-    def _guard(self, name: str, stage, out: BoundedQueue, stop: threading.Event) -> None:  # noqa: ANN001
+    def _guard(self, name: str, stage: Stage, out: BoundedQueue, stop: threading.Event) -> None:
         own_stop = stop if name == "capture" else self._abort
         while True:
             try:

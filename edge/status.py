@@ -1,28 +1,35 @@
 """Status of the running service: status.json in the runtime dir (read by `edge status`) and a Prometheus textfile.
 
 Both files are replaced atomically (write a temporary file in the same directory, then rename), so a
-reader sees the old or the new content, never a torn one. status.json holds whatever snapshot the service
-passes (fps, frames_dropped, detections, spool_depth, spool_oldest_age_s, broker, gps, ...) plus
-`updated_at` (ISO 8601, UTC) and `pid`, which `StatusWriter` adds.
+reader sees the old or the new content, never a torn one. status.json holds a `Snapshot` (the fields of the
+stages: pipeline, source, spool, flusher, GPS, native output) plus `updated_at` (ISO 8601, UTC) and `pid`,
+which `StatusWriter` adds. Readers (`edge status`, the Prometheus textfile) take it as the JSON it is, and
+tolerate missing keys: a newer or older writer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import os
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from edge.clock import iso_utc, parse_iso_time
+
+if TYPE_CHECKING:  # the stages' types, for annotations only: `edge status` reads the file without numpy & co.
+    from edge.pipeline import PipelineStats
+    from edge.sources import SourceStats
+    from edge.spool import SpoolStats
+    from edge.types import BrokerState, GpsFix, GpsSource, GpsStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,83 @@ def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
+@dataclass(frozen=True, slots=True)
+class GpsView:
+    """The fix of the latest frame with detections, as status shows it."""
+
+    status: GpsStatus
+    lat: float | None
+    lon: float | None
+    source: GpsSource
+
+    @classmethod
+    def of(cls, fix: GpsFix | None) -> GpsView | None:
+        return None if fix is None else cls(fix.status, fix.lat, fix.lon, fix.source)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the service reports every few seconds: each stage contributes its part (`Snapshot.of`)."""
+
+    state: Literal["running", "stopped"]
+    fps: float
+    frames: int
+    frames_dropped: int
+    detections: int
+    spool_depth: int
+    spool_bytes: int
+    spool_oldest_age_s: float | None
+    dead_letters: int
+    evicted: int
+    broker: BrokerState
+    acked: int = 0
+    sent: int = 0
+    failed: int = 0
+    pending: int = 0
+    dead_lettered: int = 0
+    producer_recreated: int = 0
+    drain_rate_per_s: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    gps: GpsView | None = None
+    native_log_lines: int = 0
+    native_log_dropped: int = 0
+    drained: bool | None = None  # in the final snapshot: whether the spool was drained at the stop
+
+    @classmethod
+    def of(cls, *, pipeline: PipelineStats, source: SourceStats, spool: SpoolStats, broker: BrokerState,
+           delivery: Mapping[str, float | None], native: Mapping[str, int],
+           state: Literal["running", "stopped"] = "running", drained: bool | None = None) -> Snapshot:
+        """From the pipeline's and source's counters, the spool's stats, the flusher's metrics snapshot and
+        the native-output counters."""
+        def count(key: str) -> int:
+            return int(delivery.get(key) or 0)
+
+        return cls(
+            state=state, fps=round(pipeline.fps, 2), frames=pipeline.frames, frames_dropped=source.dropped,
+            detections=pipeline.detections, spool_depth=spool.depth, spool_bytes=spool.bytes,
+            spool_oldest_age_s=spool.oldest_age_s, dead_letters=spool.dead, evicted=spool.evicted_total,
+            broker=broker, acked=count("acked"), sent=count("sent"), failed=count("failed"),
+            pending=count("pending"), dead_lettered=count("dead_lettered"),
+            producer_recreated=count("producer_recreated"), drain_rate_per_s=delivery.get("drain_rate_per_s"),
+            latency_p50_ms=delivery.get("latency_p50_ms"), latency_p99_ms=delivery.get("latency_p99_ms"),
+            gps=GpsView.of(pipeline.last_fix), native_log_lines=int(native.get("native_log_lines", 0)),
+            native_log_dropped=int(native.get("native_log_dropped", 0)), drained=drained,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        data = dataclasses.asdict(self)
+        if self.drained is None:
+            del data["drained"]
+        return data
+
+    def line(self) -> str:
+        """The one-line STATUS= of systemctl status."""
+        gps = self.gps.status if self.gps else "n/a"
+        return (f"{self.fps:.1f} fps, {self.detections} detections, spool {self.spool_depth} "
+                f"(dead {self.dead_letters}), broker {self.broker}, gps {gps}")
+
+
 def _utc_now(clock: Callable[[], float]) -> str:
     return iso_utc(clock())
 
@@ -60,13 +144,14 @@ class StatusWriter:
         self.clock = clock
         self.failures = 0
 
-    def write(self, snapshot: Mapping[str, object]) -> dict[str, object] | None:
+    def write(self, snapshot: Snapshot | Mapping[str, object]) -> dict[str, object] | None:
         """Writes the snapshot plus updated_at and pid; returns what was written, None when the write failed.
 
         A failed write (runtime dir gone, disk full) is logged and counted, never raised: status is not
         worth stopping the pipeline for.
         """
-        data = {**snapshot, "updated_at": _utc_now(self.clock), "pid": os.getpid()}
+        fields = snapshot.to_dict() if isinstance(snapshot, Snapshot) else snapshot
+        data = {**fields, "updated_at": _utc_now(self.clock), "pid": os.getpid()}
         try:
             _atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
             if self.prometheus_path is not None:
@@ -76,20 +161,6 @@ class StatusWriter:
             log.warning("status: cannot write %s: %s", self.path, exc)
             return None
         return data
-
-    def run(self, stop: threading.Event, snapshot: Callable[[], Mapping[str, object]], every: float = 5.0) -> None:
-        """Writes `snapshot()` every `every` seconds until `stop`, and once more when stopping."""
-        while True:
-            try:
-                self.write(snapshot())
-            except Exception:  # noqa: BLE001 - a broken snapshot must not end the status loop
-                log.exception("status: snapshot failed")
-            if stop.wait(every):
-                break
-        try:
-            self.write({**snapshot(), "state": "stopped"})
-        except Exception:  # noqa: BLE001
-            log.exception("status: final snapshot failed")
 
 
 def read_status(runtime_dir: Path | str) -> dict[str, object] | None:
@@ -225,9 +296,6 @@ def write_prometheus(path: Path | str,
     _atomic_write(Path(path), render_prometheus(metrics))
 
 
-_BROKER_UP = {"up", "connected", "ok", "online"}
-
-
 def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> dict[str, Metric | None]:
     """The status snapshot as `edge_*` metrics (missing keys are left out)."""
 
@@ -265,7 +333,7 @@ def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> di
         "edge_native_log_dropped_total": m("native_log_dropped", "Native output lines dropped, logging behind",
                                            "counter"),
         "edge_broker_up": None if broker is None else Metric(
-            str(broker).lower() in _BROKER_UP, "1 when the Kafka broker is reachable",
+            broker == "connected", "1 when the Kafka broker is reachable",
             labels={"state": str(broker)}),
         "edge_gps_fix": Metric(
             gps_state == "ok", "1 when a current GPS fix is available", labels={"status": gps_state}),

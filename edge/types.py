@@ -13,6 +13,8 @@ SCHEMA_VERSION = 1
 
 GpsSource = Literal["gpsd", "exif", "track", "fixed", "none"]
 GpsStatus = Literal["ok", "stale", "no_fix"]
+QueuePolicy = Literal["drop_oldest", "block"]  # a full queue or spool: evict the oldest, or wait for room
+BrokerState = Literal["none", "connected", "unreachable"]  # no broker configured, or whether it is reachable
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,6 +32,27 @@ def class_mask(names: tuple[str, ...], wanted: list[str] | tuple[str, ...]) -> n
     if unknown:
         raise ModelError(f"detector.classes: {unknown} not among the model's classes ({', '.join(names[:10])}…)")
     return np.isin(np.asarray(names, dtype=object), list(wanted))
+
+
+@runtime_checkable
+class ObjectDetector(Protocol):
+    """What the pipeline's stages and the service's reload use of a detector (`Detector`, or a test's fake)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    provider: str
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]: ...
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray: ...
+
+    def postprocess(self, output: np.ndarray, geometry: Letterbox) -> Detections: ...
+
+    def set_thresholds(self, conf: float, iou: float, classes: list[str]) -> None: ...
 
 
 class Detector:

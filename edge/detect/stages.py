@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.buffers import BoundedQueue, Closed
-from edge.detect.detector import Detector
+from edge.detect.detector import ObjectDetector
 from edge.detect.yolo import Letterbox
 from edge.types import Frame
 
@@ -49,7 +49,7 @@ def _forward(stop: threading.Event, inq: BoundedQueue, outq: BoundedQueue, step)
 class Preprocess:
     """Frame → letterboxed NCHW tensor."""
 
-    def __init__(self, detector: Detector, inq: BoundedQueue[Frame], outq: BoundedQueue[Work]):
+    def __init__(self, detector: ObjectDetector, inq: BoundedQueue[Frame], outq: BoundedQueue[Work]):
         self.detector, self.inq, self.outq = detector, inq, outq
 
     def _step(self, frame: Frame) -> Work:
@@ -65,16 +65,14 @@ class Preprocess:
 class Infer:
     """Tensor → raw network output. The only stage that calls session.run."""
 
-    def __init__(self, detector: Detector, inq: BoundedQueue[Work], outq: BoundedQueue[Work]):
+    def __init__(self, detector: ObjectDetector, inq: BoundedQueue[Work], outq: BoundedQueue[Work]):
         self.detector, self.inq, self.outq = detector, inq, outq
-        self.frames = 0
 
     def _step(self, work: Work) -> Work:
         start = time.perf_counter()
         work.output = self.detector.infer(work.tensor)
         work.inference_ms = (time.perf_counter() - start) * 1000
         work.tensor = None
-        self.frames += 1
         return work
 
     def run(self, stop: threading.Event) -> None:

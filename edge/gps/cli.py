@@ -7,7 +7,7 @@ import threading
 from typing import TextIO
 
 from edge.clock import iso_or_dash
-from edge.config import GpsConfig
+from edge.config import GpsdConfig
 from edge.gps.exif import read_exif
 from edge.gps.gpsd_provider import GpsdProvider, Sample
 from edge.gps.nmea import TrackPoint
@@ -34,7 +34,7 @@ def format_sample(s: Sample) -> str:
     )
 
 
-def watch(cfg: GpsConfig, out: TextIO, stop: threading.Event, count: int | None = None) -> int:
+def watch(cfg: GpsdConfig, out: TextIO, stop: threading.Event, count: int | None = None) -> int:
     """Print gpsd's reports one line each until `stop` is set or `count` lines were printed.
 
     Returns 0 if at least one report had a fix, 1 otherwise (gpsd unreachable or no fix)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -168,24 +169,19 @@ def _run_files(ingest: Ingest, files: list[str], progress: Progress) -> list[Fil
 
 
 def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[str], missing: bool) -> int:
-    from edge.delivery import Delivery, SpoolSink
+    from edge.app import open_delivery
     from edge.ingest.checkpoint import Checkpoints
     from edge.ingest.sinks import SpoolWriter
 
-    state = Path(cfg.state.state_dir)
-    delivery = Delivery.start(cfg, when_full="block")  # first: its spool owns the state dir (a second writer exits 2)
-    try:
-        checkpoints = Checkpoints(state / "ingest-progress.db")
-    except BaseException:
-        delivery.finish(0.0)
-        raise
     stop = threading.Event()
     progress = Progress(enabled=not args.quiet)
     t0 = time.monotonic()
     drained = True
-    # waiting for room is bounded: a disk that stays full stops the run (resumable) instead of hanging it
-    room = SpoolSink(delivery.spool, live=False, room_timeout=cfg.spool.block_timeout_s, stop=stop)
-    try:
+    # the delivery first: its spool owns the state dir (a second writer exits 2)
+    with open_delivery(cfg, when_full="block") as delivery, \
+            contextlib.closing(Checkpoints(Path(cfg.state.state_dir) / "ingest-progress.db")) as checkpoints:
+        # waiting for room is bounded: a disk that stays full stops the run (resumable) instead of hanging it
+        room = delivery.sink(live=False, room_timeout=cfg.spool.block_timeout_s, stop=stop)
         sink = SpoolWriter(room, stop)
         with stop_on_signals(stop, (signal.SIGINT, signal.SIGTERM), "finishing the current chunk, then stopping") as signals:
             reports = _run_files(Ingest(opts, sink, checkpoints, progress, stop), files, progress)
@@ -194,9 +190,7 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
         elapsed = time.monotonic() - t0
         stats = delivery.spool.stats()
         snap = delivery.metrics.snapshot()
-    finally:
         delivery.finish(0.0 if stop.is_set() else 5.0)
-        checkpoints.close()
     lines = _summary(reports, elapsed, dry_run=False)
     accepted = sum(r.written for r in reports)
     if delivery.flusher is None:
@@ -248,24 +242,6 @@ def _summary(reports: list[FileReport], elapsed: float, *, dry_run: bool) -> lis
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m edge.ingest.cli ingest-csv …`: the command on its own (tests, and before it is wired into edge.cli)."""
-    from edge.config import ConfigError
-    from edge.logs import setup_logging
-
-    parser = argparse.ArgumentParser(prog="edge")
-    parser.add_argument("--log-level", default="INFO")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        for key, msg in exc.problems:
-            print(f"config error: {exc.origin}: {key}: {msg}", file=sys.stderr)
-        return Exit.USAGE
-
-
 def _exit_code(reports: list[FileReport], missing: bool, signals: list[int], no_room: str | None = None) -> int:
     if signals:
         name = signal.Signals(signals[0]).name
@@ -278,6 +254,3 @@ def _exit_code(reports: list[FileReport], missing: bool, signals: list[int], no_
         return Exit.BAD_INPUT
     return Exit.OK
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,10 +11,18 @@ Assembly: each row is a fixed sequence of segments (constants, number texts, per
 segment offsets come from a cumulative sum of lengths; every segment is written for all rows at once as a
 fixed-width item (numpy `S<w>` view over the output buffer), left to right, so the padding written past a
 short text is overwritten by the next segment of the same row.
+
+The segments are not written by hand: they are compiled from `DetectionEvent`'s fields (their order, their
+keys as `to_json()` writes them) and `_WRITTEN_AS`, which says where each field's value comes from. A field
+added to or renamed in DetectionEvent without an entry there fails at import, and so does any template that,
+filled with sample rows, differs from `DetectionEvent.to_json()` of the exact path (`_check_template`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +33,14 @@ from edge.ingest.rows import (
     MAX_EPOCH,
     FileContext,
     Header,
+    Row,
+    build_event,
     class_id_for,
     class_name_problem,
-    json_string,
+    parse_header,
+    parse_row,
 )
+from edge.types import SCHEMA_VERSION, DetectionEvent
 
 _P10 = 10 ** np.arange(19, dtype=np.int64)
 _F10 = 10.0 ** np.arange(23)
@@ -36,8 +48,133 @@ _NUM_CAP = 19  # longest number text taken here (int64 arithmetic)
 _CLASS_CAP = 64
 _PAD = 64
 _T2 = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], np.uint8)  # 0..99 -> two digits
-_OK_GPS = b'track","gps_status":"ok","gps_age_ms":null,"schema_version":1}\n'
-_NO_GPS = b'none","gps_status":"no_fix","gps_age_ms":null,"schema_version":1}\n'
+
+# Where the value of each DetectionEvent field comes from, in the fast path (the values are those of
+# rows.build_event; `_check_template` proves it at import):
+#   id     the row's detection id            file   a FileContext attribute (JSON of it)
+#   chunk  ingested_at of the chunk          text   a CSV column's number text (null when empty or absent)
+#   texts  a JSON array of column texts      class  a value per distinct class name (class_name, class_id)
+#   iso    captured_at (start + timestamp)   gps    a value per "positioned or not" (taken from build_event)
+#   value  this constant
+_WRITTEN_AS: dict[str, tuple[str, object]] = {
+    "detection_id": ("id", None),
+    "vehicle_id": ("file", "vehicle_id"),
+    "session_id": ("file", "session_id"),
+    "ingested_at": ("chunk", None),
+    "frame_number": ("text", "frame_number"),
+    "timestamp_sec": ("text", "timestamp_sec"),
+    "pixel_u": ("text", "u"),
+    "pixel_v": ("text", "v"),
+    "confidence": ("text", "confidence"),
+    "class_name": ("class", None),
+    "vehicle_lat": ("text", "vehicle_lat"),
+    "vehicle_lon": ("text", "vehicle_lon"),
+    "heading": ("text", "heading"),
+    "camera_id": ("file", "camera_id"),
+    "class_id": ("class", None),
+    "bbox": ("texts", ("u", "v", "u", "v")),  # the zero-size box at the bottom-centre point
+    "inference_latency_ms": ("value", None),
+    "captured_at": ("iso", None),
+    "model": ("file", "model"),
+    "source": ("file", "source"),
+    "gps_source": ("gps", None),
+    "gps_status": ("gps", None),
+    "gps_age_ms": ("value", None),
+    "schema_version": ("value", SCHEMA_VERSION),
+}
+_FIELDS = tuple(f.name for f in dataclasses.fields(DetectionEvent))
+if set(_WRITTEN_AS) != set(_FIELDS):
+    raise ImportError(
+        "edge.ingest.fast: DetectionEvent's fields and the fast path's _WRITTEN_AS disagree "
+        f"(fields without an entry: {sorted(set(_FIELDS) - set(_WRITTEN_AS))}, entries without a field: "
+        f"{sorted(set(_WRITTEN_AS) - set(_FIELDS))}): say in _WRITTEN_AS where each field's value comes from"
+    )
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # as DetectionEvent.to_json()
+
+
+def _gps_values() -> dict[bool, dict[str, bytes]]:
+    """The "gps" fields of an event with and without a position, as rows.build_event writes them (JSON text),
+    checked against the Literal types of DetectionEvent."""
+    ctx = FileContext("s", "v", "c", "f.csv", 0.0)
+    hints = typing.get_type_hints(DetectionEvent)
+    out = {}
+    for positioned in (False, True):
+        lat_lon = (0.0, 0.0) if positioned else (None, None)
+        ev = build_event(Row(0, 0.0, 0.0, 0.0, 0.0, "x", *lat_lon, None), ctx, 2, "")
+        values = {}
+        for name, (how, _) in _WRITTEN_AS.items():
+            if how == "gps":
+                value = getattr(ev, name)
+                allowed = typing.get_args(hints[name])
+                if allowed and value not in allowed:
+                    raise ImportError(f"edge.ingest.fast: {name}={value!r} is not one of DetectionEvent's {allowed}")
+                values[name] = _JSON(value).encode()
+        out[positioned] = values
+    return out
+
+
+_GPS_VALUES = _gps_values()
+
+
+def _pieces(ctx: FileContext, ingested_at: str) -> list:
+    """An event line as pieces in DetectionEvent's field order: bytes, or (kind, what) filled per row, kind
+    one of "fixed" (what: "id" or "iso"), "text" (a column), "class" or "gps" (a field name)."""
+    out: list = [b"{"]
+    for i, name in enumerate(_FIELDS):
+        how, arg = _WRITTEN_AS[name]
+        out.append((b"," if i else b"") + _JSON(name).encode() + b":")
+        if how in ("id", "iso"):
+            out += [b'"', ("fixed", how), b'"']
+        elif how == "file":
+            out.append(_JSON(getattr(ctx, arg)).encode())
+        elif how == "chunk":
+            out.append(_JSON(ingested_at).encode())
+        elif how == "text":
+            out.append(("text", arg))
+        elif how == "texts":
+            out.append(b"[")
+            for j, col in enumerate(arg):
+                if j:
+                    out.append(b",")
+                out.append(("text", col))
+            out.append(b"]")
+        elif how in ("class", "gps"):
+            out.append((how, name))
+        else:
+            out.append(_JSON(arg).encode())
+    out.append(b"}\n")
+    return out
+
+
+def _segments(pieces: list) -> list[tuple[str, object]]:
+    """Pieces grouped into as few segments as possible: runs of constants joined to the per-row piece next to
+    them when that piece is not a number text. A segment is ("const", bytes), ("text", column), or
+    ("fixed" | "class" | "gps", [bytes or what, ...])."""
+    segs: list[list] = []
+    for p in pieces:
+        kind = "const" if isinstance(p, bytes) else p[0]
+        part = p if isinstance(p, bytes) else p[1]
+        last = segs[-1] if segs else None
+        if kind == "text":
+            segs.append(["text", part])
+        elif last is not None and last[0] != "text" and (kind == "const" or last[0] in ("const", kind)):
+            last[0] = kind if kind != "const" else last[0]
+            last[1].append(part)
+        else:
+            segs.append([kind, [part]])
+    out: list[tuple[str, object]] = []
+    for kind, parts in segs:
+        if kind == "text":
+            out.append((kind, parts))
+            continue
+        merged: list = []
+        for part in parts:  # adjacent bytes in one piece
+            if isinstance(part, bytes) and merged and isinstance(merged[-1], bytes):
+                merged[-1] += part
+            else:
+                merged.append(part)
+        out.append((kind, merged[0] if kind == "const" else merged))
+    return out
 
 
 @dataclass
@@ -219,9 +356,9 @@ class FastPath:
             return False
         return b"\r" not in chunk or chunk.count(b"\r") == chunk.count(b"\r\n")
 
-    def _class_blocks(self, raw: bytes) -> tuple[bytes, bytes] | None:
-        """(`,"class_name":…,"vehicle_lat":`, `,"camera_id":…,"bbox":[`) for a class field, None if the exact
-        path must judge it."""
+    def _class_values(self, raw: bytes) -> dict[str, bytes] | None:
+        """JSON texts of the "class" fields (class_name, class_id) for a class field, None if the exact path
+        must judge it."""
         if raw not in self._class_cache:
             try:
                 name = raw.decode("utf-8").strip(_WS)
@@ -230,11 +367,10 @@ class FastPath:
             if class_name_problem(name):  # empty, control characters: the exact path says why
                 self._class_cache[raw] = None
             else:
-                ctx = self.ctx
-                self._class_cache[raw] = (
-                    f',"class_name":{json_string(name)},"vehicle_lat":'.encode(),
-                    f',"camera_id":{json_string(ctx.camera_id)},"class_id":{class_id_for(name)},"bbox":['.encode(),
-                )
+                values = {"class_name": name, "class_id": class_id_for(name)}
+                self._class_cache[raw] = {
+                    f: _JSON(values[f]).encode() for f, (how, _) in _WRITTEN_AS.items() if how == "class"
+                }
         return self._class_cache[raw]
 
     def run(self, chunk: bytes, first_line: int, ingested_at: str) -> FastChunk | None:
@@ -293,8 +429,8 @@ class FastPath:
         cwin[np.arange(cw) >= clen[:, None]] = 0
         cvals = cwin.view(f"S{cw}").ravel()
         uniq, codes = _few_unique(cvals)
-        blocks = [self._class_blocks(u) for u in uniq]
-        good_class = np.array([b is not None for b in blocks], bool)
+        classes = [self._class_values(u) for u in uniq]
+        good_class = np.array([v is not None for v in classes], bool)
         ok &= good_class[codes]
 
         rows = np.flatnonzero(ok)
@@ -305,39 +441,19 @@ class FastPath:
         if m == 0:
             return base
         base.ids = self.ids.hex_ids(first_line + rows)
-        base.buffer, base.data, base.starts = self._assemble(rows, ext, null_at, spans, nums, codes, blocks, epoch, base.ids, ingested_at)
+        base.buffer, base.data, base.starts = self._assemble(rows, ext, null_at, spans, nums, codes, classes, epoch, base.ids, ingested_at)
         return base
 
-    def _assemble(self, rows, ext, null_at, spans, nums, codes, blocks, epoch, ids, ingested_at):  # noqa: ANN001, ANN202, PLR0913
-        ctx = self.ctx
+    def _assemble(self, rows, ext, null_at, spans, nums, codes, classes, epoch, ids, ingested_at):  # noqa: ANN001, ANN202, PLR0913
         m = rows.size
-        head = (
-            f'","vehicle_id":{json_string(ctx.vehicle_id)},"session_id":{json_string(ctx.session_id)},'
-            f'"ingested_at":{json_string(ingested_at)},"frame_number":'
-        ).encode()
-        seg0 = np.empty((m, 17 + 36 + len(head)), np.uint8)
-        seg0[:, :17] = np.frombuffer(b'{"detection_id":"', np.uint8)
-        seg0[:, 17:53] = ids
-        seg0[:, 53:] = np.frombuffer(head, np.uint8)
-        tail = f'","model":{json_string(ctx.model)},"source":{json_string(ctx.source)},"gps_source":"'.encode()
-        lead = b'],"inference_latency_ms":null,"captured_at":"'
-        seg24 = np.empty((m, len(lead) + 24 + len(tail)), np.uint8)
-        seg24[:, : len(lead)] = np.frombuffer(lead, np.uint8)
-        seg24[:, len(lead) : len(lead) + 24] = _iso_ms(epoch[rows])
-        seg24[:, len(lead) + 24 :] = np.frombuffer(tail, np.uint8)
-
-        c = codes[rows]
-        b1 = [b[0] if b else b"" for b in blocks]
-        b2 = [b[1] if b else b"" for b in blocks]
-        w1, w2 = max(map(len, b1)), max(map(len, b2))
-        t1, l1 = np.array(b1, f"S{w1}"), np.array([len(x) for x in b1], np.int64)
-        t2, l2 = np.array(b2, f"S{w2}"), np.array([len(x) for x in b2], np.int64)
+        fixed = {"id": lambda: ids, "iso": lambda: _iso_ms(epoch[rows])}
         positioned = np.ones(m, bool)
         for col in ("vehicle_lat", "vehicle_lon"):
             positioned &= ~nums[col].null[rows] if col in nums else False
-        wg = len(_NO_GPS)
-        gps = np.where(positioned, np.bytes_(_OK_GPS), np.bytes_(_NO_GPS)).astype(f"S{wg}")
-        gps_len = np.where(positioned, len(_OK_GPS), len(_NO_GPS))
+        tables = {  # kind -> (values of each code, code of each row)
+            "class": ([v or {} for v in classes], codes[rows]),
+            "gps": ([_GPS_VALUES[False], _GPS_VALUES[True]], positioned.astype(np.intp)),
+        }
 
         def number(col: str):  # noqa: ANN202 - (starts in ext, text lengths, dot0 rows)
             if col not in nums:
@@ -348,52 +464,67 @@ class FastPath:
             dot0 = x.dot0[rows] & ~x.null[rows]
             return start, length + 2 * dot0, dot0 if dot0.any() else None
 
-        segs: list[tuple] = [("fixed", seg0)]  # (kind, source…)
-        for col, const in (
-            ("frame_number", b',"timestamp_sec":'), ("timestamp_sec", b',"pixel_u":'), ("u", b',"pixel_v":'),
-            ("v", b',"confidence":'), ("confidence", None), ("vehicle_lat", b',"vehicle_lon":'),
-            ("vehicle_lon", b',"heading":'), ("heading", None), ("u", b","), ("v", b","), ("u", b","), ("v", None),
-        ):
-            segs.append(("text", *number(col)))
-            if col == "confidence":
-                segs.append(("table", t1[c], l1[c]))
-            elif col == "heading":
-                segs.append(("table", t2[c], l2[c]))
-            elif const is not None:
-                segs.append(("const", const))
-        segs.append(("fixed", seg24))
+        segs: list[tuple] = []  # (kind, source…), kinds as _seg_len knows them
+        for kind, what in _segments(_pieces(self.ctx, ingested_at)):
+            if kind == "const":
+                segs.append(("const", what))
+            elif kind == "text":
+                segs.append(("text", *number(what)))
+            elif kind == "fixed":
+                parts = [np.broadcast_to(np.frombuffer(p, np.uint8), (m, len(p))) if isinstance(p, bytes) else fixed[p]()
+                         for p in what]
+                segs.append(("fixed", np.concatenate(parts, axis=1)))
+            else:
+                values, code = tables[kind]
+                texts = [b"".join(p if isinstance(p, bytes) else v.get(p, b"") for p in what) for v in values]
+                width = max(map(len, texts))
+                table, lengths = np.array(texts, f"S{width}"), np.array([len(t) for t in texts], np.int64)
+                segs.append(("table", table[code], lengths[code]))
 
+        lens = [_seg_len(s, m) for s in segs]
         total = np.zeros(m, np.int64)
-        for s in segs:
-            total += _seg_len(s, m)
-        total += gps_len
+        for n in lens:
+            total += n
         starts = np.zeros(m, np.int64)
         np.cumsum(total[:-1], out=starts[1:])
         size = int(starts[-1] + total[-1])
-        out = self._buffer(size + 256)
+        out = self._buffer(size + max(256, max(_seg_width(s) for s in segs)))
         # the last segment first: its padding lands on the next row's start, written later
-        _sview(out, wg)[starts + total - gps_len] = gps
+        _write(out, segs[-1], starts + total - lens[-1], ext)
         pos = starts.copy()
-        for s in segs:
-            kind = s[0]
-            if kind == "fixed":
-                mat = s[1]
-                _sview(out, mat.shape[1])[pos] = mat.view(f"S{mat.shape[1]}").ravel()
-                pos += mat.shape[1]
-            elif kind == "const":
-                _sview(out, len(s[1]))[pos] = s[1]
-                pos += len(s[1])
-            elif kind == "table":
-                _sview(out, s[1].dtype.itemsize)[pos] = s[1]
-                pos += s[2]
-            else:
-                start, length, dot0 = s[1], s[2], s[3]
-                w = int(length.max())
-                _sview(out, w)[pos] = _sview(ext, w)[start]
-                if dot0 is not None:
-                    _sview(out, 2)[(pos + length - 2)[dot0]] = b".0"
-                pos += length
+        for s, n in zip(segs[:-1], lens[:-1]):
+            _write(out, s, pos, ext)
+            pos += n
         return out, memoryview(out)[:size], starts
+
+
+def _write(out: np.ndarray, s: tuple, pos: np.ndarray, ext: np.ndarray) -> None:
+    """Segment `s` of every row into `out` at `pos` (fixed-width items: padding past a short text)."""
+    kind = s[0]
+    if kind == "fixed":
+        mat = s[1]
+        _sview(out, mat.shape[1])[pos] = np.ascontiguousarray(mat).view(f"S{mat.shape[1]}").ravel()
+    elif kind == "const":
+        _sview(out, len(s[1]))[pos] = s[1]
+    elif kind == "table":
+        _sview(out, s[1].dtype.itemsize)[pos] = s[1]
+    else:
+        start, length, dot0 = s[1], s[2], s[3]
+        w = int(length.max())
+        _sview(out, w)[pos] = _sview(ext, w)[start]
+        if dot0 is not None:
+            _sview(out, 2)[(pos + length - 2)[dot0]] = b".0"
+
+
+def _seg_width(s: tuple) -> int:
+    kind = s[0]
+    if kind == "fixed":
+        return s[1].shape[1]
+    if kind == "const":
+        return len(s[1])
+    if kind == "table":
+        return s[1].dtype.itemsize
+    return int(s[2].max())
 
 
 def _seg_len(s: tuple, m: int) -> np.ndarray | int:
@@ -403,3 +534,23 @@ def _seg_len(s: tuple, m: int) -> np.ndarray | int:
     if kind == "const":
         return len(s[1])
     return s[2]
+
+
+def _check_template() -> None:
+    """Sample rows through the fast path must give `DetectionEvent.to_json()` of the exact path byte for byte:
+    a field reordered, retyped or written differently by rows.build_event fails here, at import."""
+    header = parse_header("frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading")
+    ctx = FileContext("20250101-abcdef", "veh-1", "cam \\ é", "drive.csv", 1_700_000_000.25)
+    chunk = "12,1.5,640.25,480.0,0.875,stop sign,37.5,-122.25,90.5\n13,2,100,200,0.5,Zébra\\x,,,\n".encode()
+    ingested_at = "2026-01-01T00:00:00.000Z"
+    fast = FastPath(header, ctx).run(chunk, 2, ingested_at)
+    got = [] if fast is None or fast.flagged.size else bytes(fast.data).splitlines()
+    lines = chunk.decode().splitlines()
+    want = [build_event(parse_row(t.split(","), header), ctx, 2 + i, ingested_at).to_json().encode()
+            for i, t in enumerate(lines)]
+    if got != want:
+        diff = next((f"{g!r}\n   exact path: {w!r}" for g, w in zip(got, want) if g != w), f"{len(got)} lines, not {len(want)}")
+        raise ImportError(f"edge.ingest.fast: the event template differs from DetectionEvent.to_json(): {diff}")
+
+
+_check_template()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edge.clock import iso_utc
-from edge.events import derived_session_id
+from edge.events import recording_session_id
 from edge.ingest.checkpoint import Checkpoints, Progress
 from edge.ingest.convert import Batch, Converter, Reject
 from edge.ingest.reader import CsvFile, InputError
@@ -68,7 +68,7 @@ class Sink(Protocol):
 def file_context(path: Path, opts: Options) -> FileContext:
     st = path.stat()
     start = opts.start_time if opts.start_time is not None else st.st_mtime
-    session = opts.session_id or derived_session_id(st.st_mtime, path.name, st.st_size, opts.vehicle_id, opts.camera_id)
+    session = opts.session_id or recording_session_id(path, opts.start_time, opts.vehicle_id, opts.camera_id)
     return FileContext(session, opts.vehicle_id, opts.camera_id, path.name, start)
 
 

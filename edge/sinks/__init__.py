@@ -1,1 +1,1 @@
-"""Where events go after the spool: the Kafka flusher and an embedded broker for tests and demos."""
+"""Where events go after the spool: the Kafka flusher, a JSON-lines file, the flusher's typed seams."""

@@ -6,14 +6,14 @@ import logging
 import threading
 import time
 
-from edge.buffers import BoundedQueue, FullPolicy
+from edge.buffers import BoundedQueue
 from edge.sources.base import FrameSource
-from edge.types import Frame
+from edge.types import Frame, QueuePolicy
 
 log = logging.getLogger(__name__)
 
 
-def queue_policy(source: FrameSource) -> FullPolicy:
+def queue_policy(source: FrameSource) -> QueuePolicy:
     """A live source must never wait for inference (drop the oldest frame); a replay must lose nothing (block)."""
     return "drop_oldest" if source.live else "block"
 

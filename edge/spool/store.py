@@ -54,17 +54,17 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Literal
+from typing import get_args
 
-from edge.spool.disk import DiskReserve, free_bytes, is_disk_full
+from edge.spool.dead import DeadLetters
+from edge.spool.disk import DiskReserve
 from edge.spool.lock import OwnerLock
 from edge.spool.mark import MarkKeeper
 from edge.spool.opening import close_parts, in_use, open_parts
@@ -72,7 +72,6 @@ from edge.spool.records import (
     RecoveryReport,
     SpoolClosed,
     SpoolError,
-    SpoolFull,
     SpoolItem,
     SpoolRecord,
     SpoolStats,
@@ -80,22 +79,24 @@ from edge.spool.records import (
     checksum,
 )
 from edge.spool.schema import COLUMNS, COUNTERS, row_to_record
+from edge.spool.txn import Transactions
 from edge.spool.writer import (
-    DISK_RECHECK_S,
     RETRY_MIN_S,
     GroupCommit,
     PendingAppend,
     chunks,
     marks,
 )
+from edge.types import QueuePolicy
 
 log = logging.getLogger(__name__)
 
-WhenFull = Literal["drop_oldest", "block"]
 
+class Spool(GroupCommit, DeadLetters, Transactions):
+    """SQLite-backed queue: append (durable, group-committed), lease/ack/release, dead letters, quarantine.
 
-class Spool(GroupCommit):
-    """SQLite-backed queue: append (durable, group-committed), lease/ack/release, dead letters, quarantine."""
+    Its other halves: writer.py (the writer thread), dead.py (dead letters, quarantine, peek), txn.py (reads and
+    one transaction with its counters)."""
 
     def __init__(
         self,
@@ -105,7 +106,7 @@ class Spool(GroupCommit):
         recovery: RecoveryReport | None,
         *,
         max_bytes: int,
-        when_full: WhenFull,
+        when_full: QueuePolicy,
         commit_interval_ms: float,
         commit_batch: int,
         owner: OwnerLock,
@@ -117,7 +118,7 @@ class Spool(GroupCommit):
         self.wal_loss = wal_loss  # set when open() found committed events missing (WAL lost or damaged)
         self._owner, self._mark = owner, mark  # the lock held until close(); the mark kept at every commit
         self.max_bytes = max_bytes
-        self.policy: WhenFull = when_full
+        self.policy: QueuePolicy = when_full
         self._interval = commit_interval_ms / 1000.0
         self._batch = commit_batch
         self._cw, self._cr = writer, reader
@@ -169,7 +170,7 @@ class Spool(GroupCommit):
         path: str | Path,
         *,
         max_bytes: int = 256 << 20,
-        when_full: str = "drop_oldest",
+        when_full: QueuePolicy = "drop_oldest",
         commit_interval_ms: float = 5.0,
         commit_batch: int = 500,
         owner_name: str | None = None,
@@ -178,8 +179,8 @@ class Spool(GroupCommit):
         (command)") while another process does, SpoolUnavailable when it cannot be opened now (nothing changed).
         A corrupt file is moved aside and salvaged (see `recovery`); committed events found missing are
         reported (see `wal_loss`)."""
-        if when_full not in ("drop_oldest", "block"):
-            raise ValueError(f"when_full must be 'drop_oldest' or 'block', got {when_full!r}")
+        if when_full not in get_args(QueuePolicy):
+            raise ValueError(f"when_full must be one of {get_args(QueuePolicy)}, got {when_full!r}")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         if commit_interval_ms <= 0 or commit_batch < 1:
@@ -338,170 +339,7 @@ class Spool(GroupCommit):
                     self._work_since = time.monotonic()
                 self._cv.notify()
 
-    # -------------------------------------------------------------------- dead letters, quarantine
-    def dead_letter(self, seq: int, error: str) -> None:
-        """Move a record to `dead` with the error; it stays there until requeue_dead() or purge_dead()."""
-        with self._state:
-            self._check_open()
-            attempts = self._leased.pop(seq, None)
-            attempts = self._released.pop(seq, attempts)
-
-        def body(c: sqlite3.Cursor, d: collections.Counter) -> int:
-            c.execute(
-                f"INSERT INTO dead ({COLUMNS}, error, dead_at) SELECT {COLUMNS}, ?, ? FROM pending WHERE seq = ?",
-                (error, time.time(), seq),
-            )
-            if attempts is not None:
-                c.execute("UPDATE dead SET attempts = ? WHERE seq = ?", (attempts, seq))
-            sizes = c.execute("DELETE FROM pending WHERE seq = ? RETURNING size", (seq,)).fetchall()
-            d["depth"] -= len(sizes)
-            d["bytes"] -= sum(s for (s,) in sizes)
-            d["dead"] += len(sizes)
-            return len(sizes)
-
-        try:
-            moved = self._write(body)
-        except sqlite3.Error as exc:
-            with self._state:
-                if attempts is not None:
-                    self._released[seq] = attempts
-            raise self._error(f"dead_letter({seq})", exc) from exc
-        if moved:
-            log.warning("spool: record seq=%d dead-lettered after %s attempts: %s", seq, attempts, error)
-            self._space_freed()
-        else:
-            log.warning("spool: dead_letter(%d): no such pending record (already acked or evicted)", seq)
-
-    def dead_letters(self, limit: int = 100) -> list[tuple[SpoolRecord, str, float]]:
-        """Oldest dead letters: (record, error, when dead-lettered)."""
-        bad: list[tuple[int, str]] = []
-        with self._state:
-            self._check_open()
-        rows = self._read(f"SELECT {COLUMNS}, error, dead_at FROM dead ORDER BY seq LIMIT ?", (limit,), bad)
-        out = []
-        for row in rows:
-            record, _, why = row_to_record(row[:10])
-            if record is None:
-                bad.append((row[0], why))
-                continue
-            err = row[10].decode("utf-8", errors="replace") if isinstance(row[10], bytes) else str(row[10])
-            out.append((record, err, float(row[11])))
-        if bad:
-            self._quarantine("dead", bad)
-        return out
-
-    def requeue_dead(self) -> int:
-        """Move every dead letter back to pending (keeping its seq); returns how many."""
-        with self._state:
-            self._check_open()
-
-        def body(c: sqlite3.Cursor, d: collections.Counter) -> list[int]:
-            rows = c.execute("SELECT seq, size FROM dead").fetchall()
-            c.execute(f"INSERT INTO pending ({COLUMNS}) SELECT {COLUMNS} FROM dead")
-            c.execute("DELETE FROM dead")
-            d["dead"] -= len(rows)
-            d["depth"] += len(rows)
-            d["bytes"] += sum(s for _, s in rows)
-            return [s for s, _ in rows]
-
-        try:
-            seqs = self._write(body)
-        except sqlite3.Error as exc:
-            raise self._error("requeue_dead", exc) from exc
-        with self._state:
-            self._released.update((s, 0) for s in seqs if s <= self._cursor)
-        if seqs:
-            log.info("spool: %d dead letters requeued", len(seqs))
-        return len(seqs)
-
-    def purge_dead(self) -> int:
-        """Delete every dead letter; returns how many."""
-        with self._state:
-            self._check_open()
-
-        def body(c: sqlite3.Cursor, d: collections.Counter) -> int:
-            seqs = [s for (s,) in c.execute("DELETE FROM dead RETURNING seq").fetchall()]
-            d["dead"] -= len(seqs)
-            d["removed_above"] += self._mark.count_above(seqs)
-            return len(seqs)
-
-        try:
-            n = self._write(body)
-        except sqlite3.Error as exc:
-            raise self._error("purge_dead", exc) from exc
-        if n:
-            log.warning("spool: %d dead letters purged", n)
-        return n
-
-    def quarantined(self, limit: int = 100) -> list[tuple[int, str, float]]:
-        """Oldest quarantined records: (seq, reason, when)."""
-        with self._state:
-            self._check_open()
-        rows = self._read("SELECT seq, reason, quarantined_at FROM quarantine ORDER BY qid LIMIT ?", (limit,), [])
-        return [
-            (seq, r.decode("utf-8", errors="replace") if isinstance(r, bytes) else str(r), float(when))
-            for seq, r, when in rows
-        ]
-
-    def _quarantine(self, table: str, bad: list[tuple[int, str]]) -> None:
-        """Move records that failed their checksum (or cannot be read) to `quarantine` with the reason."""
-        now = time.time()
-
-        def body(c: sqlite3.Cursor, d: collections.Counter) -> None:
-            for seq, reason in bad:
-                try:
-                    c.execute(
-                        f"INSERT INTO quarantine ({COLUMNS}, reason, quarantined_at) "
-                        f"SELECT {COLUMNS}, ?, ? FROM {table} WHERE seq = ?",
-                        (reason, now, seq),
-                    )
-                except sqlite3.DatabaseError as exc:  # the row itself is unreadable: keep what we know
-                    c.execute(
-                        "INSERT INTO quarantine (seq, reason, quarantined_at) VALUES (?, ?, ?)",
-                        (seq, f"{reason}; row unreadable: {exc}", now),
-                    )
-                sizes = c.execute(f"DELETE FROM {table} WHERE seq = ? RETURNING size", (seq,)).fetchall()
-                d["quarantined"] += 1
-                d["removed_above"] += self._mark.count_above([seq] if sizes else [])
-                if table == "pending":
-                    d["depth"] -= len(sizes)
-                    d["bytes"] -= sum(s for (s,) in sizes if isinstance(s, int))
-                else:
-                    d["dead"] -= len(sizes)
-
-        try:
-            self._write(body)
-        except sqlite3.Error:
-            log.exception("spool: could not quarantine %d records of %s: %s", len(bad), table, bad[:5])
-            return
-        for seq, reason in bad:
-            log.error("spool: record seq=%d of %s quarantined: %s", seq, table, reason)
-
     # --------------------------------------------------------------------------------------- reads
-    def peek(self, n: int = 10) -> list[SpoolRecord]:
-        """The oldest pending records (leased or not), without leasing them."""
-        bad: list[tuple[int, str]] = []
-        with self._state:
-            self._check_open()
-            leased = dict(self._leased)
-        rows = self._read(f"SELECT {COLUMNS} FROM pending ORDER BY seq LIMIT ?", (n,), bad)
-        out = []
-        for row in rows:
-            record, _, why = row_to_record(row)
-            if record is None:
-                bad.append((row[0], why))
-            elif record.seq in leased:
-                out.append(dataclasses.replace(record, attempts=leased[record.seq]))
-            else:
-                out.append(record)
-        if bad:
-            with self._state:  # leased ones will not come back: they are gone from pending
-                for seq, _ in bad:
-                    self._leased.pop(seq, None)
-                    self._released.pop(seq, None)
-            self._quarantine("pending", bad)
-        return out
-
     def stats(self) -> SpoolStats:
         with self._state:
             self._check_open()
@@ -521,122 +359,6 @@ class Spool(GroupCommit):
     def commits(self) -> int:
         """Write transactions committed since open (group commit makes this far smaller than appends)."""
         return self._commits
-
-    def _read(
-        self,
-        sql: str,
-        params: Sequence[Any],
-        bad: list[tuple[int, str]],
-        *,
-        seqs: Sequence[int] | None = None,
-        after: int | None = None,
-    ) -> list[tuple]:
-        """Run a read on the reader connection. When a damaged page makes it fail, read the pending rows
-        `seqs` (or the next ones after seq `after`) one by one instead; unreadable ones go to `bad`."""
-        with self._rlock:
-            try:
-                return self._cr.execute(sql, params).fetchall()
-            except sqlite3.DatabaseError as exc:
-                log.error("spool read failed (%s): %s", sql.split(" FROM ")[-1][:60], exc)
-                if seqs is None and after is None:
-                    return []
-            if seqs is None:
-                try:
-                    seqs = [s for (s,) in self._cr.execute(
-                        "SELECT seq FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (after, params[-1])
-                    ).fetchall()]
-                except sqlite3.DatabaseError as exc:
-                    log.error("spool: pending table unreadable after seq %s: %s", after, exc)
-                    return []
-            rows = []
-            for seq in seqs:
-                try:
-                    rows += self._cr.execute(f"SELECT {COLUMNS} FROM pending WHERE seq = ?", (seq,)).fetchall()
-                except sqlite3.DatabaseError as exc:
-                    bad.append((seq, f"unreadable: {exc}"))
-            return rows
-
-    # -------------------------------------------------------------------------------------- writes
-    def _write(self, body: Callable[[sqlite3.Cursor, collections.Counter], Any]) -> Any:
-        with self._wlock:
-            return self._tx(body)
-
-    def _tx(self, body: Callable[[sqlite3.Cursor, collections.Counter], Any], *, clears_full: bool = True) -> Any:
-        """Run `body` in one transaction and update the counters in meta with it. Caller holds _wlock.
-        `clears_full`: a success means the disk has room again (not so for an eviction made for room)."""
-        c = self._cw.cursor()
-        d: collections.Counter = collections.Counter()
-        self._evict_note = []
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(c, d)
-            changed = [(self._counters[k] + v, k) for k, v in d.items() if v and k in self._counters]
-            if changed:
-                c.executemany("UPDATE meta SET value = ? WHERE name = ?", changed)
-            c.execute("COMMIT")
-        except BaseException:
-            if self._cw.in_transaction:
-                try:
-                    c.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.debug("spool: rollback failed", exc_info=True)
-            with self._state:  # evictions did not happen: those records can be leased again
-                self._released.update((s, a) for s, a in self._evicting.items() if s <= self._cursor)
-                self._evicting.clear()
-            self._evict_note = []
-            self._reload_counters()
-            raise
-        finally:
-            c.close()
-        with self._state:
-            for value, name in changed:
-                self._counters[name] = value
-            self._evicting.clear()
-            last_seq, live = self._counters["last_seq"], self._counters["depth"] + self._counters["dead"]
-        self._commits += 1
-        self._mark.committed(last_seq, live, d["appended_total"], d["removed_above"])
-        if self._disk_full_since is not None and clears_full:
-            self._disk_evict_bytes = 0
-            if self._reserve.make():  # the disk has room again, not just our own freed pages
-                log.warning(
-                    "spool %s: disk no longer full after %.1f s (%s bytes free)",
-                    self.path, time.monotonic() - self._disk_full_since, free_bytes(self.path.parent),
-                )
-                self._disk_full_since = None
-        if self._evict_note:
-            self._log_evictions()
-        return result
-
-    def _reload_counters(self) -> None:
-        """After a failed transaction: meta is the truth (a COMMIT that reported an I/O error may have landed)."""
-        try:
-            rows = self._cw.execute("SELECT name, value FROM meta").fetchall()
-        except sqlite3.Error:
-            return
-        with self._state:
-            self._counters.update((n.decode(), v) for n, v in rows)
-
-    def _error(self, what: str, exc: sqlite3.Error) -> Exception:
-        if self._is_disk_full(exc):
-            self._set_disk_full(exc)
-            return SpoolFull(f"{self.path}: {what}: disk full ({exc})")
-        return SpoolError(f"{self.path}: {what} failed: {exc}")
-
-    def _is_disk_full(self, exc: BaseException) -> bool:
-        return is_disk_full(exc, self.path.parent)
-
-    def _set_disk_full(self, exc: BaseException) -> None:
-        if self._disk_full_since is None:
-            self._disk_full_since = time.monotonic()
-            self._disk_check_at = self._disk_full_since + DISK_RECHECK_S
-            log.warning("spool %s: disk full (%s); policy %s applies until writes succeed", self.path, exc, self.policy)
-
-    def _checkpoint(self) -> None:
-        """Let the WAL start over from its beginning so its space can be reused (disk full)."""
-        try:
-            self._cw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-        except sqlite3.Error as exc:
-            log.debug("spool: checkpoint failed: %s", exc)
 
     def _space_freed(self) -> None:
         with self._cv:

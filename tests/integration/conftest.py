@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from edge.sinks.local_broker import BrokerError, LocalBroker, find_broker_binary
+from edge.localkafka.broker import BrokerError, LocalBroker, find_broker_binary
 
 
 def _require_tansu() -> None:

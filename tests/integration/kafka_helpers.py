@@ -310,7 +310,7 @@ class ReplaceableBroker:
     def __init__(self, log_dir: object):
         from pathlib import Path
 
-        from edge.sinks.local_broker import LocalBroker, free_port
+        from edge.localkafka.broker import LocalBroker, free_port
 
         self._log_dir, self._make = Path(str(log_dir)), LocalBroker
         self.port = free_port()

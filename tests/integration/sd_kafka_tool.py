@@ -8,7 +8,7 @@ import time
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from edge.sinks.topic import read_topic
+from edge.localkafka.topic import read_topic
 
 
 def create(bootstrap: str, topic: str) -> None:

@@ -18,7 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from edge.service import Notifier, flush_log_summaries, setup_logging, watchdog_interval
+from edge.logs import flush_log_summaries, setup_logging
+from edge.service import Notifier, watchdog_interval
 from edge.status import StatusWriter
 from edge.watchdog import Heartbeat, ProgressWatchdog
 
@@ -32,7 +33,7 @@ def main() -> int:
         return 2
     control = Path(os.environ["EDGE_TEST_CONTROL"])
     warmup = float(os.environ.get("EDGE_TEST_WARMUP", "2"))
-    logs = setup_logging("INFO", vehicle_id="veh-test-7", session_id="",
+    logs = setup_logging("INFO", service=True, vehicle_id="veh-test-7", session_id="",
                          burst=int(os.environ.get("EDGE_TEST_BURST", "3")), window_s=1.0)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -18,7 +18,7 @@ from kafka_helpers import AckLog, ReplaceableBroker, consume_until, make_items, 
 
 from edge.config import Config, KafkaConfig, StateConfig
 from edge.delivery import Delivery
-from edge.sinks.local_broker import BrokerError, find_broker_binary
+from edge.localkafka.broker import BrokerError, find_broker_binary
 from edge.spool import Spool
 
 FLUSHER_LOG = "edge.sinks.kafka"
@@ -119,7 +119,7 @@ def test_ingest_csv_exits_0_across_a_replaced_broker(brokers, tmp_path):
     csv = _write_csv(tmp_path / "drive.csv", EVENTS)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=brokers.bootstrap, KAFKA_TOPIC=topic)
-    cmd = [sys.executable, "-m", "edge.ingest.cli", "--log-level", "INFO", "ingest-csv", str(csv),
+    cmd = [sys.executable, "-m", "edge", "--log-level", "INFO", "ingest-csv", str(csv),
            "--config", str(conf), "--state-dir", str(tmp_path / "state"), "-q", "--drain-timeout", "120"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.sinks.topic import read_topic
+from edge.localkafka.topic import read_topic
 
 CHILD = Path(__file__).resolve().parent / "crash_child.py"
 N = 6000

@@ -19,7 +19,7 @@ from gps_helpers import (
 )
 
 from edge.clock import parse_iso_time
-from edge.config import GpsConfig
+from edge.config import GpsdConfig
 from edge.gps import GpsdProvider
 from edge.gps.cli import watch
 from edge.gps.geo import angle_diff
@@ -117,7 +117,7 @@ def test_watch_prints_live_fixes():
     port = free_port()
     out, stop = io.StringIO(), threading.Event()
     result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(watch(GpsConfig(gpsd_port=port), out, stop, count=5)))
+    t = threading.Thread(target=lambda: result.append(watch(GpsdConfig(gpsd_port=port), out, stop, count=5)))
     t.start()
     try:
         with Gpsfake(NMEA / "nl2008u.log", port, cycle=0.05, timeout_s=10):

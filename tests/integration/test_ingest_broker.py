@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.sinks.local_broker import LocalBroker
-from edge.sinks.topic import read_topic
+from edge.localkafka.broker import LocalBroker
+from edge.localkafka.topic import read_topic
 
 ROWS = 100_000
 HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
@@ -32,7 +32,7 @@ def csv_100k(tmp_path_factory) -> Path:
 
 
 def _cmd(path: Path, state: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "edge.ingest.cli", "ingest-csv", str(path), "--state-dir", str(state), "-q", *extra]
+    return [sys.executable, "-m", "edge", "ingest-csv", str(path), "--state-dir", str(state), "-q", *extra]
 
 
 def _env(broker: LocalBroker, topic: str) -> dict[str, str]:

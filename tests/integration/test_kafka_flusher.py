@@ -13,9 +13,9 @@ import pytest
 from kafka_helpers import consume_until, event_json, make_items, running, wait_for
 
 from edge.config import KafkaConfig
+from edge.localkafka.broker import find_broker_binary
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher
-from edge.sinks.local_broker import find_broker_binary
 
 FLUSHER_LOG = "edge.sinks.kafka"
 

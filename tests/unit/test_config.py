@@ -7,12 +7,24 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from pydantic import ValidationError
 
 from edge.cli import main
-from edge.config import ENV_OVERRIDES, ConfigError, KafkaConfig, load_config
+from edge.config import (
+    ENV_OVERRIDES,
+    GPS_PROVIDERS,
+    ConfigError,
+    GpsdConfig,
+    KafkaConfig,
+    NoGpsConfig,
+    TrackGpsConfig,
+    load_config,
+    reloadable_fields,
+)
+from edge.types import GpsSource, QueuePolicy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,6 +138,11 @@ SASL_MISSING = ["kafka.sasl_username", "kafka.sasl_password"]
         pytest.param("", {"KAFKA_SASL_USERNAME": "KEY"}, [], id="plaintext-ignores-credentials"),
         pytest.param('[source]\nuri = " "\n', {}, ["source.uri"], id="source-uri-blank"),
         pytest.param('[source]\nstart_time = "yesterday"\n', {}, ["source.start_time"], id="start-time-not-iso"),
+        pytest.param('[gps]\nprovider = "fixed"\nfixed_lat = 52.1\nfixed_lon = 4.9\ngpsd_port = 3000\n', {},
+                     ["gps.gpsd_port"], id="setting-of-another-provider"),
+        pytest.param('[gps]\nprovider = "gpsd"\nfixed_lat = 52.1\n', {}, ["gps.fixed_lat"], id="fixed-setting-with-gpsd"),
+        pytest.param('[gps]\nprovider = "satellite"\n', {}, ["gps.provider"], id="unknown-provider"),
+        pytest.param('[detector]\nclasses = ["stop sign", " "]\n', {}, ["detector.classes"], id="class-name-blank"),
     ],
 )
 def test_rules_across_keys_name_the_key(tmp_path, toml, env, keys):
@@ -318,3 +335,88 @@ def test_non_utf8_file_is_a_configuration_error(tmp_path, capsys):
     assert main(["config", "check", str(path)]) == 2, "a file that is not UTF-8 is a configuration error"
     err = capsys.readouterr().err
     assert "not UTF-8" in err and "0xe9" in err and "Traceback" not in err, err
+
+
+# --- issue 12: each rule declared where its setting is; one definition of each list -----------------------------
+
+
+def test_setting_of_another_provider_says_whose_it_is(tmp_path):
+    # given a fixed position with a gpsd port and a staleness bound, which only gpsd (and exif) use
+    path = tmp_path / "edge.toml"
+    path.write_text('[gps]\nprovider = "fixed"\nfixed_lat = 52.1\nfixed_lon = 4.9\ngpsd_port = 3000\nmax_age_s = 5.0\n')
+    # then each is named by the user's key path (not pydantic's gps.fixed.gpsd_port), with its provider
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    problems = dict(info.value.problems)
+    assert list(problems) == ["gps.gpsd_port", "gps.max_age_s"], f"{info.value.problems}"
+    assert "'gpsd'" in problems["gps.gpsd_port"] and "'fixed'" in problems["gps.gpsd_port"], problems
+    assert "'gpsd' or 'exif'" in problems["gps.max_age_s"], problems
+
+
+def test_keys_of_other_providers_at_their_defaults_are_left_out(tmp_path):
+    # given a file written from an earlier shipped edge.toml: every provider's key, at its default
+    path = tmp_path / "edge.toml"
+    path.write_text('[gps]\nprovider = "fixed"\nfixed_lat = 52.1\nfixed_lon = 4.9\ngpsd_host = "127.0.0.1"\n'
+                    'gpsd_port = 2947\nmax_age_s = 2.0\ntrack = ""\ntrack_max_gap_s = 5.0\n')
+    # then it still loads, and the configuration holds only the fixed provider's settings
+    cfg = load_config(path, env={})
+    assert cfg.gps.model_dump() == {"provider": "fixed", "fixed_lat": 52.1, "fixed_lon": 4.9, "fixed_heading": None}, (
+        f"{cfg.gps!r}")
+
+
+def test_gps_without_provider_is_none(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("[gps]\ntrack_max_gap_s = 5.0\n")
+    assert load_config(path, env={}).gps == NoGpsConfig(), "no provider key: provider none, as by default"
+
+
+def test_unknown_provider_lists_the_providers(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[gps]\nprovider = "satellite"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    expected = "Input should be " + ", ".join(repr(p) for p in get_args(GpsSource)[:-1]) + f" or {get_args(GpsSource)[-1]!r}"
+    assert info.value.problems == [("gps.provider", f"{expected} (got 'satellite')")], f"{info.value.problems}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        pytest.param({"gps.provider": "track", "gps.track": "drive.nmea"},
+                     TrackGpsConfig(track="drive.nmea"), id="replay --gps-track"),
+        pytest.param({"gps.gpsd_port": 3000, "gps.provider": "gpsd"}, GpsdConfig(gpsd_port=3000), id="gps watch --port"),
+    ],
+)
+def test_provider_from_the_command_line_replaces_the_files(tmp_path, overrides, expected):
+    # given a file that names another provider, with that provider's settings
+    path = tmp_path / "edge.toml"
+    path.write_text('[gps]\nprovider = "fixed"\nfixed_lat = 52.1\nfixed_lon = 4.9\n')
+    # when a command chooses its own provider, then the file's fixed settings do not get in the way
+    cfg = load_config(path, env={}, overrides=overrides)
+    assert cfg.gps == expected, f"{overrides}: {cfg.gps!r}"
+
+
+def test_provider_from_the_command_line_keeps_the_files_settings_of_it(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[gps]\nprovider = "none"\ngpsd_host = "10.0.0.5"\n')
+    with pytest.raises(ConfigError):
+        load_config(path, env={})  # edge run: a gpsd setting while the provider is none
+    cfg = load_config(path, env={}, overrides={"gps.provider": "gpsd"})  # edge gps watch
+    assert cfg.gps == GpsdConfig(gpsd_host="10.0.0.5"), f"the file's gpsd host is watched: {cfg.gps!r}"
+
+
+def test_one_settings_model_per_gps_source():
+    assert sorted(GPS_PROVIDERS) == sorted(get_args(GpsSource)), f"{sorted(GPS_PROVIDERS)} vs edge.types.GpsSource"
+
+
+def test_reloadable_fields_are_those_marked_on_the_model():
+    assert reloadable_fields() == {
+        "source": ("inference_fps",), "detector": ("confidence", "iou", "classes"), "log": ("level",)
+    }, f"{reloadable_fields()}"
+
+
+@pytest.mark.parametrize("policy", get_args(QueuePolicy))
+def test_spool_when_full_takes_each_queue_policy(tmp_path, policy):
+    path = tmp_path / "edge.toml"
+    path.write_text(f'[spool]\nwhen_full = "{policy}"\n')
+    assert load_config(path, env={}).spool.when_full == policy, f"spool.when_full = {policy!r} should load"

@@ -10,8 +10,8 @@ import pytest
 
 from edge.buffers import BoundedQueue
 from edge.detect.yolo import Letterbox
+from edge.logs import setup_logging
 from edge.pipeline import Pipeline
-from edge.service import setup_logging
 from edge.types import Detections, Frame, GpsFix
 
 
@@ -59,7 +59,7 @@ def journal():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     sent = Journal()
-    setup_logging("INFO", vehicle_id="veh-3", session_id="sess-3", env={"INVOCATION_ID": "x"}, journal_send=sent)
+    setup_logging("INFO", service=True, vehicle_id="veh-3", session_id="sess-3", env={"INVOCATION_ID": "x"}, journal_send=sent)
     yield sent
     for h in list(root.handlers):
         root.removeHandler(h)

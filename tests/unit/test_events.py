@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import jsonschema
@@ -14,6 +15,7 @@ from edge.events import (
     detection_id,
     event_schema,
     new_session_id,
+    recording_session_id,
 )
 from edge.types import Detections, Frame, GpsFix
 
@@ -78,6 +80,28 @@ def test_session_ids():
     assert a == derived_session_id(1_700_000_000, "drive.mp4", 123), "derived session id must be stable"
     assert a.startswith("20231114-"), f"derived session id starts with the recording date, got {a}"
     assert a != derived_session_id(1_700_000_000, "drive.mp4", 124), "another file gives another session"
+
+
+def test_recording_session_id_is_one_rule_for_files_and_folders(tmp_path):
+    # given a file and a folder of two images, both modified on 2023-11-14
+    video = tmp_path / "drive.mp4"
+    video.write_bytes(b"x" * 123)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes(b"")
+    for p in (video, folder):
+        os.utime(p, (1_700_000_000, 1_700_000_000))
+    # then without a start the modification time dates the session, with one the start does
+    assert recording_session_id(video, None, "v1", "c1") == derived_session_id(1_700_000_000, "drive.mp4", 123, "v1", "c1"), \
+        "a file: mtime, name, size, vehicle, camera"
+    assert recording_session_id(video, 1_735_689_600.0, "v1", "c1") == derived_session_id(1_735_689_600.0, "drive.mp4", 123, "v1", "c1"), \
+        "an explicit start wins over the modification time"
+    assert recording_session_id(video, 1_735_689_600.0, "v1", "c1").startswith("20250101-"), "dated by the explicit start"
+    assert recording_session_id(folder, None, "v1", "c1") == derived_session_id(1_700_000_000, "frames", 2, "v1", "c1"), \
+        "a folder: its number of entries instead of a size"
+    assert recording_session_id(video, None, "v2", "c1") != recording_session_id(video, None, "v1", "c1"), "another vehicle, another session"
+    assert recording_session_id(video, None, "v1", "c2") != recording_session_id(video, None, "v1", "c1"), "another camera, another session"
 
 
 def test_readme_shows_the_shipped_schema():

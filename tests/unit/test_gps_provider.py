@@ -12,9 +12,17 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from edge.config import ConfigError, GpsConfig
+from edge.config import (
+    ConfigError,
+    ExifGpsConfig,
+    FixedGpsConfig,
+    GpsConfig,
+    GpsdConfig,
+    NoGpsConfig,
+    TrackGpsConfig,
+)
 from edge.gps import (
     ExifProvider,
     FixedProvider,
@@ -114,10 +122,10 @@ def fast_provider(port: int, **kw) -> GpsdProvider:
 @pytest.mark.parametrize(
     "cfg, kind",
     [
-        (GpsConfig(), NoneProvider),
-        (GpsConfig(provider="fixed", fixed_lat=1.0, fixed_lon=2.0), FixedProvider),
-        (GpsConfig(provider="gpsd"), GpsdProvider),
-        (GpsConfig(provider="exif"), ExifProvider),
+        (NoGpsConfig(), NoneProvider),
+        (FixedGpsConfig(fixed_lat=1.0, fixed_lon=2.0), FixedProvider),
+        (GpsdConfig(), GpsdProvider),
+        (ExifGpsConfig(), ExifProvider),
     ],
 )
 def test_make_provider_picks_by_config(cfg, kind):
@@ -133,14 +141,15 @@ def test_make_provider_picks_by_config(cfg, kind):
         ({"provider": "fixed"}, ["fixed_lat", "fixed_lon"]),
         ({"provider": "track"}, ["track"]),
         ({"provider": "gpsd", "gpsd_host": " "}, ["gpsd_host"]),
+        ({"provider": "fixed", "fixed_lat": 1.0, "fixed_lon": 2.0, "gpsd_port": 3000}, ["gpsd_port"]),
     ],
 )
 def test_bad_combinations_are_refused_by_the_config_itself(settings, keys):
     # a provider without its settings never reaches make_provider: GpsConfig refuses it (`edge config check` too)
     with pytest.raises(ValidationError) as info:
-        GpsConfig(**settings)
-    named = [name for err in info.value.errors() for name, _ in err["ctx"]["error"].problems]
-    assert named == keys, f"GpsConfig({settings}) should name {keys}, got {named}"
+        TypeAdapter(GpsConfig).validate_python(settings)
+    named = [err["loc"][-1] for err in info.value.errors()]
+    assert named == keys, f"GpsConfig {settings} should name {keys}, got {named}"
 
 
 @pytest.mark.parametrize(
@@ -156,7 +165,7 @@ def test_unusable_track_file_is_an_input_error(tmp_path, content, expected):
     if content is not None:
         path.write_text(content)
     with pytest.raises(TrackError) as info:
-        make_provider(GpsConfig(provider="track", track=str(path)))
+        make_provider(TrackGpsConfig(track=str(path)))
     assert not isinstance(info.value, ConfigError), f"an unusable track file is not a config error: {info.value!r}"
     assert expected in str(info.value) and "gps.track" in str(info.value), f"names the key and why: {info.value}"
 
@@ -165,16 +174,16 @@ def test_track_provider_from_config(tmp_path):
     lines = [sentence(f"GPRMC,1200{s:02d}.00,A,5000.{s:04d},N,00100.0000,E,1.0,0.0,010120,,,A") for s in range(3)]
     (tmp_path / "d.nmea").write_text("\n".join(lines))
     start = 1577880000.0  # 2020-01-01T12:00:00Z
-    provider = make_provider(GpsConfig(provider="track", track=str(tmp_path / "d.nmea")), track_start=start)
+    provider = make_provider(TrackGpsConfig(track=str(tmp_path / "d.nmea")), track_start=start)
     assert isinstance(provider, TrackProvider), f"{provider!r}"
     fix = provider.fix_for(Frame(1, 1.5, 0.0, np.zeros((1, 1, 3), np.uint8), "video.mp4"))  # media time 1.5 s
     assert fix.status == "ok" and fix.age_ms == 500 and abs(fix.lat - (50 + 0.00015 / 60)) < 1e-9, f"{fix}"
 
 
 def test_fixed_and_none():
-    fix = make_provider(GpsConfig(provider="fixed", fixed_lat=-33.9, fixed_lon=18.4, fixed_heading=359.5)).fix_for(frame(5.0))
+    fix = make_provider(FixedGpsConfig(fixed_lat=-33.9, fixed_lon=18.4, fixed_heading=359.5)).fix_for(frame(5.0))
     assert (fix.lat, fix.lon, fix.heading, fix.source, fix.status, fix.age_ms) == (-33.9, 18.4, 359.5, "fixed", "ok", 0), f"{fix}"
-    fix = make_provider(GpsConfig()).fix_for(frame(5.0))
+    fix = make_provider(NoGpsConfig()).fix_for(frame(5.0))
     assert (fix.lat, fix.source, fix.status) == (None, "none", "no_fix"), f"{fix}"
 
 
@@ -306,7 +315,7 @@ def test_watch_prints_reports_until_count():
     server = FakeGpsd()
     out, stop = io.StringIO(), threading.Event()
     result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(watch(GpsConfig(gpsd_port=server.port), out, stop, count=3)))
+    t = threading.Thread(target=lambda: result.append(watch(GpsdConfig(gpsd_port=server.port), out, stop, count=3)))
     t.start()
     try:
         wait_until(lambda: server.connected() == 1, 5, "watch to connect")
@@ -327,7 +336,7 @@ def test_watch_prints_reports_until_count():
 def test_watch_without_gpsd_says_so_and_exits_1():
     out, stop = io.StringIO(), threading.Event()
     result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(watch(GpsConfig(gpsd_port=1), out, stop)))
+    t = threading.Thread(target=lambda: result.append(watch(GpsdConfig(gpsd_port=1), out, stop)))
     t.start()
     try:
         wait_until(lambda: "unavailable" in out.getvalue(), 5, "the outage to be reported")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.events import detection_id
+from edge.cli import main
+from edge.clock import parse_iso_time
+from edge.events import detection_id, recording_session_id
 from edge.ingest.checkpoint import Checkpoints
-from edge.ingest.cli import main
 from edge.ingest.run import Ingest, Options
 
 HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
@@ -154,6 +155,18 @@ def test_auto_session_is_derived_from_the_file(tmp_path, capsys):
         main(["ingest-csv", str(path), "--dry-run", "--full", "-q"])
         ids.append(json.loads(capsys.readouterr().out)["session_id"])
     assert ids[0] == ids[1] and re.fullmatch(r"\d{8}-[0-9a-f]{6}", ids[0]), f"session ids {ids}"
+
+
+def test_auto_session_follows_the_start_time(tmp_path, capsys):
+    # given a file modified today, ingested with an explicit --start-time on another day
+    path = _write(tmp_path / "s.csv", HEADER + "\n" + SEED[0] + "\n")
+    main(["ingest-csv", str(path), "--dry-run", "--full", "-q", "--vehicle", "v9", "--start-time", "2025-01-01T00:00:00Z"])
+    event = json.loads(capsys.readouterr().out)
+    session = event["session_id"]
+    # then the session is the one replay derives for a recording with that start (the same rule, edge.events)
+    want = recording_session_id(path, parse_iso_time("2025-01-01T00:00:00Z"), "v9", event["camera_id"])
+    assert session == want, f"ingest-csv session {session}, the recording rule gives {want}"
+    assert session.startswith("20250101-"), f"the session is dated by --start-time, not the file's mtime: {session}"
 
 
 # -- resuming, with a fake spool -----------------------------------------------------------------

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from edge.cli import main
 from edge.events import detection_id
 from edge.ingest.checkpoint import Checkpoints
-from edge.ingest.cli import main
 from edge.ingest.reader import CsvFile
 from edge.ingest.run import Ingest, Options, file_context
 

@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -16,11 +15,12 @@ from confluent_kafka import KafkaError, KafkaException
 from edge.config import KafkaConfig
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher, Step
-from edge.spool import SpoolRecord
+from edge.sinks.protocols import Flusher, FlusherSpool
+from edge.spool import Spool, SpoolRecord, SpoolStats
 
 
 class FakeSpool:
-    """The Spool interface in memory: pending -> leased -> acked | released | dead."""
+    """FlusherSpool in memory: pending -> leased -> acked | released | dead."""
 
     def __init__(self, n: int = 0, value: Callable[[int], bytes] = lambda i: b'{"x":1}'):
         self.records: dict[int, SpoolRecord] = {}
@@ -57,8 +57,15 @@ class FakeSpool:
         self.records.pop(seq)
         self.dead[seq] = error
 
-    def stats(self):
-        return SimpleNamespace(depth=len(self.records), bytes=0, oldest_age_s=0.0, in_flight=len(self.leased), evicted_total=0)
+    def stats(self) -> SpoolStats:
+        return SpoolStats(
+            depth=len(self.records), bytes=0, oldest_age_s=0.0, in_flight=len(self.leased), dead=len(self.dead),
+            quarantined=0, evicted_total=0, appended_total=len(self.records) + len(self.acked) + len(self.dead),
+            acked_total=len(self.acked), disk_full=False, max_bytes=1 << 30, policy="block",
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True  # every call above takes effect at once
 
 
 class FakeMsg:
@@ -157,6 +164,19 @@ def run_steps(flusher, until: Callable[[], bool], max_steps: int = 500) -> None:
         if until():
             return
     raise AssertionError(f"condition not reached in {max_steps} steps")
+
+
+def test_fakes_and_real_parts_fit_the_seams(tmp_path):
+    # given the fake spool, a real spool and a flusher
+    fake = FakeSpool(3)
+    with Spool.open(tmp_path / "spool.db") as real:
+        flusher, _, _ = make(fake)
+        # then each satisfies the Protocol it stands behind
+        assert isinstance(fake, FlusherSpool), "FakeSpool must implement FlusherSpool"
+        assert isinstance(real, FlusherSpool), "edge.spool.Spool must implement FlusherSpool"
+        assert isinstance(flusher, Flusher), "KafkaFlusher must implement Flusher"
+        assert isinstance(fake.stats(), SpoolStats), "the fake's stats are a real SpoolStats"
+        assert not isinstance(object(), FlusherSpool), "the check is not vacuous"
 
 
 def test_all_delivered_with_key_headers_and_topic():

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Shared by the child scripts: a journal stand-in that keeps the fields of each record, and a deadline poll.
 PRELUDE = """
 import json, logging, os, sys, time
-from edge import native as nat, service
+from edge import native as nat, logs
 
 records = []
 
@@ -52,7 +52,7 @@ def test_native_lines_become_structured_records_and_python_stderr_stays_direct(t
     # given the capture and the journal handler of `edge run`
     result = run_child(f"""
         native = nat.capture_native_output(ENV)
-        service.setup_logging("DEBUG", vehicle_id="veh-1", session_id="sess-1", env=ENV, journal_send=journal_send)
+        logs.setup_logging("DEBUG", service=True, vehicle_id="veh-1", session_id="sess-1", env=ENV, journal_send=journal_send)
         # when C code writes to fd 2 and fd 1 (two lines of one kind, one of another, one without an end)
         os.write(2, b"[h264 @ 0x55d1a0] error while decoding MB 3 4\\n[h264 @ 0x55d1b8] error while decoding MB 7 1\\n")
         os.write(1, b"[OPENCV:FFMPEG:16] Connection to tcp://127.0.0.1:1 failed: Connection refused\\n")
@@ -89,7 +89,7 @@ def test_a_stuck_journal_never_blocks_the_writers_of_fd_2() -> None:
         import threading
         never = threading.Event()
         native = nat.capture_native_output(ENV)
-        service.setup_logging("DEBUG", env=ENV, journal_send=lambda MESSAGE, **fields: never.wait())
+        logs.setup_logging("DEBUG", service=True, env=ENV, journal_send=lambda MESSAGE, **fields: never.wait())
         # when C code writes 4 MiB of lines, four times what the pipe holds
         line = b"[h264 @ 0x55d1a0] error while decoding MB 3 4 ........\\n"
         n = (4 << 20) // len(line)
@@ -166,6 +166,6 @@ def test_native_counters_are_prometheus_counters() -> None:
 
 
 def test_native_records_have_their_own_stage() -> None:
-    from edge.service import stage_of
+    from edge.logs import stage_of
 
     assert stage_of(logging.getLogger("edge.native").name) == "native", "EDGE_STAGE=native"

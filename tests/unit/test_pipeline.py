@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge.buffers import BoundedQueue
+from edge.detect import ObjectDetector
 from edge.detect.yolo import Letterbox
 from edge.pipeline import Pipeline, StageFailed
 from edge.types import Detections, Frame
@@ -17,7 +18,7 @@ from edge.types import Detections, Frame
 class FakeDetector:
     """One 'stop sign' per frame; can fail on chosen frame indices."""
 
-    model_name = "fake.onnx"
+    model_name, provider, classes = "fake.onnx", "cpu", ("stop sign",)
 
     def __init__(self, fail_on: set[int] | None = None, infer_s: float = 0.0):
         self.fail_on = set(fail_on or ())
@@ -37,6 +38,13 @@ class FakeDetector:
 
     def postprocess(self, output, geometry):
         return Detections(np.array([[0, 0, 2, 2]], np.float32), np.array([0.9], np.float32), np.array([0]), ("stop sign",))
+
+    def set_thresholds(self, conf, iou, classes):
+        pass
+
+
+def test_the_fake_is_a_detector_as_the_stages_see_it():
+    assert isinstance(FakeDetector(), ObjectDetector), "FakeDetector implements edge.detect.ObjectDetector"
 
 
 class FakeCapture:

@@ -37,6 +37,9 @@ class OneBox:
     def postprocess(self, output, geometry):  # noqa: ANN001, ANN201
         return Detections(np.array([[0, 0, 2, 2]], np.float32), np.array([0.9], np.float32), np.array([0]), ("stop sign",))
 
+    def set_thresholds(self, conf, iou, classes):  # noqa: ANN001, ANN201
+        pass
+
 
 def usage_error(capsys, *args: str) -> str:
     """Runs `edge replay VIDEO ARGS` and returns stderr; asserts argparse refused it with exit 2."""

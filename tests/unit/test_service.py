@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from edge.service import (
+from edge.logs import (
     LogContext,
-    Notifier,
     RateLimitFilter,
     flush_log_summaries,
     setup_logging,
     stage_of,
+)
+from edge.service import (
+    Notifier,
     under_systemd,
     watchdog_interval,
 )
@@ -68,7 +70,6 @@ def test_watchdog_interval_defaults_to_own_pid(monkeypatch):
     (lambda n: n.status("5.0 fps,\nspool 3"), "STATUS=5.0 fps, spool 3"),
     (lambda n: n.watchdog(), "WATCHDOG=1"),
     (lambda n: n.extend_timeout(2.5), "EXTEND_TIMEOUT_USEC=2500000"),
-    (lambda n: n.reloading(), "RELOADING=1"),
     (lambda n: n.stopping(), "STOPPING=1"),
 ])
 def test_notifier_messages(call, expected):
@@ -150,7 +151,7 @@ def test_stage_of(name, stage):
 
 def test_stderr_format_off_systemd(restore_logging):
     out = io.StringIO()
-    setup_logging("INFO", vehicle_id="v1", session_id="s1", env={}, stream=out)
+    setup_logging("INFO", service=True, vehicle_id="v1", session_id="s1", env={}, stream=out)
     logging.getLogger("edge.spool").warning("spool %d%% full", 91)
     logging.getLogger("edge.spool").debug("hidden")
     line = out.getvalue()
@@ -167,7 +168,7 @@ class Journal(list):
 @pytest.fixture
 def journal(restore_logging):
     sent = Journal()
-    context = setup_logging("DEBUG", vehicle_id="veh-9", session_id="", env={"INVOCATION_ID": "x"},
+    context = setup_logging("DEBUG", service=True, vehicle_id="veh-9", session_id="", env={"INVOCATION_ID": "x"},
                             journal_send=sent)
     return sent, context
 
@@ -202,14 +203,14 @@ def test_journal_falls_back_to_stderr_without_journald(restore_logging, monkeypa
 
     monkeypatch.setattr(service, "JOURNAL_SOCKET", tmp_path / "no-journal-socket")
     out = io.StringIO()
-    setup_logging("INFO", env={"INVOCATION_ID": "x"}, stream=out)
+    setup_logging("INFO", service=True, env={"INVOCATION_ID": "x"}, stream=out)
     logging.getLogger("edge.x").error("boom")
     assert "ERROR   edge.x: boom" in out.getvalue(), "stderr when the journal socket is missing"
 
 
 def test_setup_logging_rate_limits_identical_errors(restore_logging):
     out = io.StringIO()
-    setup_logging("INFO", env={}, stream=out, burst=2, window_s=0.2)
+    setup_logging("INFO", service=True, env={}, stream=out, burst=2, window_s=0.2)
     log = logging.getLogger("edge.sinks.kafka")
     for i in range(6):
         log.error("broker down: %s", i)
