@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.buffers import BoundedQueue
 from edge.clock import parse_iso_time
@@ -190,20 +191,15 @@ def run_replay(
     cfg: Config,
     sink: EventSink,
     *,
-    detector: Detector | None = None,
-    gps: GpsProvider | None = None,
-    limit: int | None = None,
-    start_time: float | None = None,
-    gps_offset: float | None = None,
     stop: threading.Event | None = None,
     on_tick: Callable[[PipelineStats], None] | None = None,
-    all_classes: bool = False,
+    **options: Any,
 ) -> ReplayResult:
-    """Run the pipeline over cfg.source to its end (or `stop`). Raises SourceError / ModelError / ConfigError
-    for unusable inputs."""
+    """Run the pipeline over cfg.source to its end (or `stop`); `options` are build_detection's (detector, gps,
+    limit, start_time, gps_offset, all_classes). Raises SourceError / ModelError / ConfigError for unusable
+    inputs."""
     stop = stop or threading.Event()
-    with build_detection(cfg, sink, detector=detector, gps=gps, limit=limit, start_time=start_time, gps_offset=gps_offset,
-                         all_classes=all_classes) as run:
+    with build_detection(cfg, sink, **options) as run:
         det = run.detector
         log.info(
             "replay %s: session %s, model %s on %s, %.1f fps, classes %s, gps %s",

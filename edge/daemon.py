@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge.config import Config, ConfigError, load_config, reloadable_fields
 from edge.delivery import Delivery
-from edge.detect import Detector
+from edge.detect import ObjectDetector
 from edge.native import native_output_counts
 from edge.pipeline import Pipeline, StageFailed
 from edge.sources import FrameSource
@@ -42,7 +42,7 @@ class Daemon:
         self.config_path = config_path
         self.log_context = log_context
 
-    def _apply_reload(self, detector: Detector, source: FrameSource) -> None:
+    def _apply_reload(self, detector: ObjectDetector, source: FrameSource) -> None:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:

@@ -82,6 +82,7 @@ class Snapshot:
     dead_letters: int
     evicted: int
     broker: BrokerState
+    spool_lost: int = 0  # events found missing when the spool was opened (a lost or damaged WAL), ever
     acked: int = 0
     sent: int = 0
     failed: int = 0
@@ -109,7 +110,7 @@ class Snapshot:
             state=state, fps=round(pipeline.fps, 2), frames=pipeline.frames, frames_dropped=source.dropped,
             detections=pipeline.detections, spool_depth=spool.depth, spool_bytes=spool.bytes,
             spool_oldest_age_s=spool.oldest_age_s, dead_letters=spool.dead, evicted=spool.evicted_total,
-            broker=broker, acked=count("acked"), sent=count("sent"), failed=count("failed"),
+            broker=broker, spool_lost=spool.lost_total, acked=count("acked"), sent=count("sent"), failed=count("failed"),
             pending=count("pending"), dead_lettered=count("dead_lettered"),
             producer_recreated=count("producer_recreated"), drain_rate_per_s=delivery.get("drain_rate_per_s"),
             latency_p50_ms=delivery.get("latency_p50_ms"), latency_p99_ms=delivery.get("latency_p99_ms"),
@@ -221,7 +222,8 @@ def format_status(d: Mapping[str, object], now: float | None = None) -> str:
         f"frames:      {_num(d.get('frames'))} read, {_num(d.get('frames_dropped'))} dropped",
         f"detections:  {_num(d.get('detections'))}",
         f"spool:       {_num(d.get('spool_depth'))} waiting, oldest {_num(d.get('spool_oldest_age_s'), '{:.0f} s')}"
-        + (f", {d['dead_letters']} dead letters" if d.get("dead_letters") else ""),
+        + (f", {d['dead_letters']} dead letters" if d.get("dead_letters") else "")
+        + (f", LOST {d['spool_lost']} (WAL lost or damaged: edge queue stats)" if d.get("spool_lost") else ""),
         f"broker:      {d.get('broker', 'n/a')}" + (f", {d['acked']} acked" if d.get("acked") is not None else "")
         + (f", {d['pending']} in flight, {d.get('failed', 0)} failed, {d.get('dead_lettered', 0)} dead-lettered"
            if d.get("pending") is not None else "")
@@ -324,6 +326,8 @@ def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> di
         "edge_dead_lettered_total": m("dead_lettered", "Events moved to the dead-letter table", "counter"),
         "edge_producer_recreated_total": m("producer_recreated", "Kafka producers replaced after a fatal error "
                                            "or a producer id the broker no longer knew", "counter"),
+        "edge_spool_lost_total": m("spool_lost", "Events found missing when the spool was opened (WAL lost or "
+                                   "damaged)", "counter"),
         "edge_evicted_total": m("evicted", "Events evicted from a full spool (drop_oldest)", "counter"),
         "edge_drain_rate": m("drain_rate_per_s", "Events acknowledged per second, recent window"),
         "edge_delivery_latency_p50_ms": m("latency_p50_ms", "Capture to acknowledgement, median"),

@@ -74,21 +74,14 @@ def _output_file(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge",
-        description="Dashcam detector: YOLOv8 ONNX → geotagged stop-sign and traffic-light events → spool → Kafka.",
-        epilog=EPILOG,
-    )
-    parser.add_argument("--version", action="version", version=f"edge-detector {__version__}")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: config log.level)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def _with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--config", "-c", help="TOML file (default: $EDGE_CONFIG, then /etc/edge-detector/edge.toml)")
+    return p
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", help="TOML file (default: $EDGE_CONFIG, then /etc/edge-detector/edge.toml)")
-        return p
 
-    p = with_config(sub.add_parser("replay", help="run the pipeline over a recording (video file, image folder, URL)"))
+def _add_recording_commands(sub) -> None:  # noqa: ANN001 - argparse's private _SubParsersAction
+    """replay, detect."""
+    p = _with_config(sub.add_parser("replay", help="run the pipeline over a recording (video file, image folder, URL)"))
     p.add_argument("source", help="video file, image folder, camera index, /dev/videoN, rtsp/http URL")
     p.add_argument("--fps", type=float, help="frames per second to analyse (default: config, INFERENCE_FPS, 5)")
     p.add_argument("--out", type=_output_file, help="file-only run: write events as JSON lines to this file "
@@ -109,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_replay)
 
-    p = with_config(sub.add_parser("detect", help="print detections for images"))
+    p = _with_config(sub.add_parser("detect", help="print detections for images"))
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
     p.add_argument("--conf", type=float, help="confidence threshold (default 0.25)")
@@ -117,6 +110,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per detection")
     p.set_defaults(func=cmd_detect)
 
+
+def _add_service_commands(sub) -> None:  # noqa: ANN001
+    """demo, run, status, queue."""
+    p = _with_config(sub.add_parser("demo", help="the main job on a sample drive: local broker, spool, flusher, consumer"))
+    p.add_argument("sample", help="a recorded drive (video file or image folder)")
+    p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
+    p.add_argument("--fps", type=float, help="frames per second to analyse")
+    p.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to wait for the broker's acks")
+    p.set_defaults(func=cmd_demo)
+
+    p = _with_config(sub.add_parser("run", help="run the service (what systemd starts)"))
+    p.set_defaults(func=cmd_run)
+
+    p = _with_config(sub.add_parser("status", help="fps, drops, detections, spool, broker and GPS of the running service"))
+    p.add_argument("--runtime-dir", help="where the service writes status.json (default: config state.runtime_dir)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    queue = sub.add_parser("queue", help="inspect and act on the spool (durable local queue)")
+    qsub = queue.add_subparsers(dest="queue_cmd", required=True, metavar="ACTION")
+    for name, text in (
+        ("stats", "depth, bytes, oldest unacked age, dead letters, quarantine"),
+        ("peek", "the oldest N pending events"),
+        ("dead", "dead letters with the error Kafka gave"),
+        ("requeue-dead", "move dead letters back to pending"),
+        ("purge-dead", "delete dead letters (needs --yes)"),
+    ):
+        p = _with_config(qsub.add_parser(name, help=text))
+        p.add_argument("--state-dir", help="state directory holding spool.db")
+        if name in ("peek", "dead"):
+            p.add_argument("n", nargs="?", type=int, default=10)
+        if name == "stats":
+            p.add_argument("--json", action="store_true")
+        if name == "purge-dead":
+            p.add_argument("--yes", action="store_true")
+        p.set_defaults(func=cmd_queue)
+
+
+def _add_tool_commands(sub) -> None:  # noqa: ANN001
+    """model, gps, ingest-csv, config."""
     model = sub.add_parser("model", help="inspect or export models").add_subparsers(dest="model_cmd", required=True, metavar="ACTION")
     p = model.add_parser("info", help="class names, input/output shapes, providers available")
     p.add_argument("path")
@@ -128,24 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="directory for the .onnx (default: next to the weights)")
     p.set_defaults(func=cmd_model_export)
 
-    p = with_config(sub.add_parser("demo", help="the main job on a sample drive: local broker, spool, flusher, consumer"))
-    p.add_argument("sample", help="a recorded drive (video file or image folder)")
-    p.add_argument("--model", help="ONNX model (default: config detector.model or EDGE_MODEL)")
-    p.add_argument("--fps", type=float, help="frames per second to analyse")
-    p.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to wait for the broker's acks")
-    p.set_defaults(func=cmd_demo)
-
-    p = with_config(sub.add_parser("run", help="run the service (what systemd starts)"))
-    p.set_defaults(func=cmd_run)
-
-    p = with_config(sub.add_parser("status", help="fps, drops, detections, spool, broker and GPS of the running service"))
-    p.add_argument("--runtime-dir", help="where the service writes status.json (default: config state.runtime_dir)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
-
     gps = sub.add_parser("gps", help="check GPS: live fixes from gpsd, or what a photo or track file yields")
     gsub = gps.add_subparsers(dest="gps_cmd", required=True, metavar="ACTION")
-    p = with_config(gsub.add_parser("watch", help="print live fixes from gpsd (to check the antenna)"))
+    p = _with_config(gsub.add_parser("watch", help="print live fixes from gpsd (to check the antenna)"))
     p.add_argument("--host", help="gpsd host (default: config gps.gpsd_host)")
     p.add_argument("--port", type=int, help="gpsd port (default: config gps.gpsd_port)")
     p.add_argument("--count", "-n", type=int, help="stop after N reports")
@@ -158,30 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest_parser(sub)
 
-    queue = sub.add_parser("queue", help="inspect and act on the spool (durable local queue)")
-    qsub = queue.add_subparsers(dest="queue_cmd", required=True, metavar="ACTION")
-    for name, text in (
-        ("stats", "depth, bytes, oldest unacked age, dead letters, quarantine"),
-        ("peek", "the oldest N pending events"),
-        ("dead", "dead letters with the error Kafka gave"),
-        ("requeue-dead", "move dead letters back to pending"),
-        ("purge-dead", "delete dead letters (needs --yes)"),
-    ):
-        p = with_config(qsub.add_parser(name, help=text))
-        p.add_argument("--state-dir", help="state directory holding spool.db")
-        if name in ("peek", "dead"):
-            p.add_argument("n", nargs="?", type=int, default=10)
-        if name == "stats":
-            p.add_argument("--json", action="store_true")
-        if name == "purge-dead":
-            p.add_argument("--yes", action="store_true")
-        p.set_defaults(func=cmd_queue)
-
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
     p = cfg.add_parser("check", help="validate a config file (and the environment); print every error with its key")
     p.add_argument("file", nargs="?", help="TOML file (default: $EDGE_CONFIG, then /etc/edge-detector/edge.toml)")
     p.add_argument("--show", action="store_true", help="print the effective configuration (secrets masked)")
     p.set_defaults(func=cmd_config_check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge",
+        description="Dashcam detector: YOLOv8 ONNX → geotagged stop-sign and traffic-light events → spool → Kafka.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"edge-detector {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (default: config log.level)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_recording_commands(sub)
+    _add_service_commands(sub)
+    _add_tool_commands(sub)
     return parser
 
 

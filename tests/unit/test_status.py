@@ -131,3 +131,25 @@ def test_metrics_from_status_and_writer_textfile(tmp_path):
     assert metrics["edge_broker_up"].value is False and metrics["edge_gps_fix"].value is False, metrics
     assert metrics["edge_fps"] is None, "missing keys give no sample"
     json.dumps(read_status(tmp_path))  # still plain JSON
+
+
+def test_snapshot_of_the_stages_types_is_what_status_shows():
+    from edge.metrics import Metrics
+    from edge.pipeline import PipelineStats
+    from edge.sources import SourceStats
+    from edge.spool import SpoolStats
+    from edge.types import GpsFix
+
+    stats = PipelineStats(frames=10, detections=4, last_fix=GpsFix(52.1, 4.3, 90.0, source="gpsd", status="ok"))
+    spool = SpoolStats(depth=3, bytes=900, oldest_age_s=2.0, in_flight=0, dead=0, quarantined=0, evicted_total=0,
+                       appended_total=7, acked_total=4, disk_full=False, max_bytes=1 << 20, policy="drop_oldest",
+                       lost_total=2)
+    snap = Snapshot.of(pipeline=stats, source=SourceStats(dropped=1), spool=spool, broker="unreachable",
+                       delivery=Metrics().snapshot(), native={"native_log_lines": 5})
+    text = format_status({**snap.to_dict(), "updated_at": "2027-01-15T08:00:00Z", "pid": os.getpid()},
+                         now=1_800_000_001.0)
+    for expected in ("10 read, 1 dropped", "detections:  4", "3 waiting", "LOST 2", "broker:      unreachable",
+                     "gps:         ok 52.10000,4.30000 (gpsd)"):
+        assert expected in text, f"{expected!r} in:\n{text}"
+    metrics = metrics_from_status(snap.to_dict())
+    assert metrics["edge_broker_up"].value is False and metrics["edge_spool_lost_total"].value == 2, metrics
