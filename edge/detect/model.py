@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -166,12 +167,7 @@ def create_session(
     trt_fp16: bool = True,
 ):
     """An onnxruntime session with the preferred providers that are present; logs the one really used."""
-    try:
-        import onnxruntime as ort
-    except ImportError:  # the project's extras `cpu` / `gpu` carry it: a bare `pip install` has neither
-        raise ModelError("onnxruntime is not installed: pip install 'edge-detector[cpu]' (or [gpu] on x86_64 with "
-                         "an NVIDIA driver; on Jetson JetPack's onnxruntime-gpu wheel)") from None
-
+    ort = _import_onnxruntime()
     if not path.is_file():
         raise ModelError(
             f"{path}: model file not found (set detector.model or EDGE_MODEL; get one with `edge model export` or install.sh)"
@@ -179,9 +175,32 @@ def create_session(
     wanted = [PROVIDER_NAMES[p] for p in providers]
     available = set(ort.get_available_providers())
     chosen = [p for p in wanted if p in available]
-    not_built = [p for p in wanted if p not in available]
     if not chosen:
         raise ModelError(f"{path}: none of the configured providers {list(providers)} is available ({sorted(available)})")
+    opts = _session_options(ort, intra_op_threads, spin_wait)
+    provider_args = _provider_args(chosen, trt_cache_dir or path.parent / "trt-cache", trt_fp16)
+    try:
+        with _captured_native_output() as captured:
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=provider_args)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/etc. types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: onnxruntime cannot load the model: {first}") from None
+    _log_provider_used(path, wanted, available, session.get_providers(), "".join(captured))
+    return session
+
+
+def _import_onnxruntime() -> ModuleType:
+    """onnxruntime, or a ModelError that says which extra to install."""
+    try:
+        import onnxruntime as ort
+    except ImportError:  # the project's extras `cpu` / `gpu` carry it: a bare `pip install` has neither
+        raise ModelError("onnxruntime is not installed: pip install 'edge-detector[cpu]' (or [gpu] on x86_64 with "
+                         "an NVIDIA driver; on Jetson JetPack's onnxruntime-gpu wheel)") from None
+    return ort
+
+
+def _session_options(ort: ModuleType, intra_op_threads: int, spin_wait: bool):  # noqa: ANN202 - ort.SessionOptions
+    """Session options: the thread count (0: onnxruntime's default) and, unless asked for, no busy-waiting."""
     opts = ort.SessionOptions()
     if intra_op_threads:
         opts.intra_op_num_threads = intra_op_threads
@@ -189,10 +208,16 @@ def create_session(
         # Busy-waiting workers steal the cores that decoding and pre/post-processing need on a small device.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
+def _provider_args(chosen: Sequence[str], trt_cache: Path, trt_fp16: bool) -> list[object]:
+    """The `providers` argument of InferenceSession: TensorRT with its engine and timing caches (the folder is
+    created), the others by name."""
     provider_args: list[object] = []
     for p in chosen:
         if p == "TensorrtExecutionProvider":
-            cache = str(trt_cache_dir or path.parent / "trt-cache")
+            cache = str(trt_cache)
             provider_args.append(
                 (p, {"trt_fp16_enable": trt_fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
                      "trt_timing_cache_enable": True, "trt_timing_cache_path": cache})
@@ -200,20 +225,17 @@ def create_session(
             Path(cache).mkdir(parents=True, exist_ok=True)
         else:
             provider_args.append(p)
-    try:
-        with _captured_native_output() as captured:
-            session = ort.InferenceSession(str(path), sess_options=opts, providers=provider_args)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/etc. types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: onnxruntime cannot load the model: {first}") from None
-    native = "".join(captured)
-    got = session.get_providers()
+    return provider_args
+
+
+def _log_provider_used(path: Path, wanted: Sequence[str], available: set[str], got: Sequence[str], native: str) -> None:
+    """Log the provider the session really uses; a warning names each preferred one skipped and why."""
     used = got[0]
     skipped = []
     for p in wanted:
         if p == used:
             break
-        if p in not_built:
+        if p not in available:
             skipped.append(f"{_SHORT[p]}: not in this onnxruntime build")
         elif p not in got:
             skipped.append(f"{_SHORT[p]}: {_reason(p, native)}")
@@ -221,7 +243,6 @@ def create_session(
         log.warning("detector using %s for %s; preferred providers unavailable: %s", _SHORT.get(used, used), path.name, "; ".join(skipped))
     else:
         log.info("detector using %s for %s", _SHORT.get(used, used), path.name)
-    return session
 
 
 def load_model(path: Path, providers: Sequence[str] = ("cpu",), **kwargs) -> tuple[object, ModelInfo]:

@@ -38,47 +38,61 @@ def _f(t: int, b: int, c: int, d: int) -> int:
     return (b & c) | (d & (b | c))
 
 
+def _expand(ring: list, owned: list[bool], t: int) -> None:
+    """Message schedule word t into ring slot t % 16 (words 0..15 are the block itself): a Python int while
+    its inputs are ints, else a uint32 array, overwritten in place once the slot holds an array allocated
+    here (`owned`)."""
+    if t < 16:
+        return
+    i = t % 16
+    xs = (ring[(t - 3) % 16], ring[(t - 8) % 16], ring[(t - 14) % 16], ring[i])
+    if all(isinstance(x, int) for x in xs):
+        ring[i] = _rotl(xs[0] ^ xs[1] ^ xs[2] ^ xs[3], 1)
+        return
+    if owned[i]:
+        x = ring[i]
+        x ^= xs[0]
+    else:
+        x = np.bitwise_xor(xs[3], xs[0], dtype=_U)
+        owned[i] = True
+    x ^= xs[1]
+    x ^= xs[2]
+    y = x >> _U(31)
+    x <<= _U(1)
+    x |= y
+    ring[i] = x
+
+
 def _compress(h: list, w: list, n: int) -> list:  # noqa: ANN001 - int | ndarray
     """One SHA-1 block. `h` and `w` hold Python ints (the same for every row) or uint32 arrays of n rows.
-    Rounds run on ints until the first row-dependent word, then in place on arrays; the message schedule
-    is computed on the fly in a ring of 16 words, so the working set stays in cache."""
+    Rounds run on ints until the first row-dependent word, then in place on arrays (`_array_rounds`); the
+    message schedule is computed on the fly in a ring of 16 words, so the working set stays in cache."""
     ring = list(w)
-    owned = [False] * 16  # ring slots whose array this function allocated (free to overwrite)
+    owned = [False] * 16  # ring slots whose array this block allocated (free to overwrite)
     a, b, c, d, e = h
-    regs = None
-    t1 = t2 = t3 = None
     for t in range(80):
-        if t >= 16:
-            i = t % 16
-            xs = (ring[(t - 3) % 16], ring[(t - 8) % 16], ring[(t - 14) % 16], ring[i])
-            if all(isinstance(x, int) for x in xs):
-                ring[i] = _rotl(xs[0] ^ xs[1] ^ xs[2] ^ xs[3], 1)
-            else:
-                if owned[i]:
-                    x = ring[i]
-                    x ^= xs[0]
-                else:
-                    x = np.bitwise_xor(xs[3], xs[0], dtype=_U)
-                    owned[i] = True
-                x ^= xs[1]
-                x ^= xs[2]
-                y = x >> _U(31)
-                x <<= _U(1)
-                x |= y
-                ring[i] = x
+        _expand(ring, owned, t)
         word = ring[t % 16]
-        k = _K[t // 20]
-        if regs is None and isinstance(word, int):
-            a, b, c, d, e = (_rotl(a, 5) + _f(t, b, c, d) + e + word + k) & _M, a, _rotl(b, 30), c, d
-            continue
-        if regs is None:  # first row-dependent word: move the state into arrays
-            regs = []
-            for v in (a, b, c, d, e):
-                r = np.empty(n, _U)
-                r[...] = v
-                regs.append(r)
-            a, b, c, d, e = regs
-            t1, t2, t3 = np.empty(n, _U), np.empty(n, _U), np.empty(n, _U)
+        if not isinstance(word, int):
+            return _array_rounds(h, (a, b, c, d, e), ring, owned, t, n)
+        a, b, c, d, e = (_rotl(a, 5) + _f(t, b, c, d) + e + word + _K[t // 20]) & _M, a, _rotl(b, 30), c, d
+    return [(x + y) & _M for x, y in zip(h, (a, b, c, d, e))]
+
+
+def _array_rounds(h: list, state: tuple, ring: list, owned: list[bool], t0: int, n: int) -> list:
+    """Rounds t0..79 of `_compress` on uint32 arrays of n rows (word t0 already expanded), then h + state:
+    the state moves into arrays once; every round works in place in them and three scratch arrays."""
+    regs = []
+    for v in state:
+        r = np.empty(n, _U)
+        r[...] = v
+        regs.append(r)
+    a, b, c, d, e = regs
+    t1, t2, t3 = np.empty(n, _U), np.empty(n, _U), np.empty(n, _U)
+    for t in range(t0, 80):
+        if t > t0:
+            _expand(ring, owned, t)
+        word = ring[t % 16]
         np.left_shift(a, _U(5), out=t1)
         np.right_shift(a, _U(27), out=t2)
         t1 |= t2
@@ -97,13 +111,11 @@ def _compress(h: list, w: list, n: int) -> list:  # noqa: ANN001 - int | ndarray
         t1 += t2
         t1 += e
         t1 += word
-        t1 += _U(k)
+        t1 += _U(_K[t // 20])
         np.left_shift(b, _U(30), out=e)  # e's buffer is free: it becomes the new c
         np.right_shift(b, _U(2), out=t2)
         e |= t2
         a, b, c, d, e, t1 = t1, a, e, c, d, b
-    if regs is None:
-        return [(x + y) & _M for x, y in zip(h, (a, b, c, d, e))]
     out = []
     for hv, v in zip(h, (a, b, c, d, e)):
         v += _U(hv) if isinstance(hv, int) else hv

@@ -23,7 +23,7 @@ class Capture:
     `stop` (downstream then gets Closed).
 
     Drops under `drop_oldest` are counted in `source.stats.dropped` and logged at most once per
-    `drop_log_interval_s`. An exception from the source is kept in `error` and re-raised with `out` left
+    `drop_log_interval_s`. An exception from the source propagates with `out` left
     open, so the runner may restart the stage; the runner closes `out` when it gives up.
     """
 
@@ -36,7 +36,6 @@ class Capture:
         self.source = source
         self.out = out
         self.drop_log_interval_s = drop_log_interval_s
-        self.error: BaseException | None = None
         self._drops_unlogged = 0
         self._last_drop_log = float("-inf")
 
@@ -56,11 +55,7 @@ class Capture:
                     self._dropped()
                 if stop.is_set():
                     break
-        except Exception as exc:
-            self.error = exc
-            raise
-        else:
-            self.out.close()
+            self.out.close()  # not after an exception: the runner may restart the stage on the same queue
         finally:
             close = getattr(frames, "close", None)
             if close is not None:

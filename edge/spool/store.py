@@ -113,6 +113,8 @@ class Spool(GroupCommit, DeadLetters, Transactions):
         mark: MarkKeeper,
         wal_loss: WalLoss | None = None,
     ):
+        """Take over the open connections, owner lock and mark (see open()), set up the state in named steps
+        and start the writer thread."""
         self.path = path
         self.recovery = recovery  # set when open() found the file corrupt and salvaged it
         self.wal_loss = wal_loss  # set when open() found committed events missing (WAL lost or damaged)
@@ -129,13 +131,22 @@ class Spool(GroupCommit, DeadLetters, Transactions):
         self._counters.update((n.decode(), v) for n, v in writer.execute("SELECT name, value FROM meta"))
         self._commits = 0
         self._page_size = writer.execute("PRAGMA page_size").fetchone()[0]
-        # Lease state. Every pending seq <= _cursor is leased, being acked, being evicted or released.
+        self._init_leases()
+        self._init_inbox()
+        self._init_disk_full()
+        self._thread = threading.Thread(target=self._run, name=f"spool-writer:{path.name}", daemon=True)
+        self._thread.start()
+
+    def _init_leases(self) -> None:
+        """Lease state. Every pending seq <= _cursor is leased, being acked, being evicted or released."""
         self._cursor = 0
         self._leased: dict[int, int] = {}  # seq -> attempts
         self._released: dict[int, int] = {}  # seq -> attempts so far (0: take the stored count)
         self._acking: set[int] = set()
         self._evicting: dict[int, int] = {}  # seq -> attempts, to restore if the eviction rolls back
-        # Writer thread inbox.
+
+    def _init_inbox(self) -> None:
+        """The writer thread's inbox (appends, acks, barriers), its retry timing and the close flags."""
         self._cv = threading.Condition(threading.RLock())  # re-entrant: future callbacks may append
         self._inbox: collections.deque[PendingAppend] = collections.deque()
         self._inbox_items = 0
@@ -149,19 +160,19 @@ class Spool(GroupCommit, DeadLetters, Transactions):
         self._stopping = False
         self._closed = False
         self._close_lock = threading.Lock()
-        # Disk full and eviction reporting.
+
+    def _init_disk_full(self) -> None:
+        """Disk-full and eviction reporting, and the disk reserve (made now; a warning when there is no room)."""
         self._disk_full_since: float | None = None
         self._disk_evict_bytes = 0
         self._disk_check_at = 0.0
-        self._reserve = DiskReserve(path)
+        self._reserve = DiskReserve(self.path)
         self._evict_note: list[tuple[int, int, float]] = []  # this transaction: (count, bytes, oldest enqueued_at)
         self._evict_log = [0, 0, None, 0.0]  # count, bytes, oldest enqueued_at, last log time
         self._over_budget_logged = False
         if not self._reserve.make():
             log.warning("spool %s: no room for a %d-byte disk reserve; a full disk may stall the spool",
-                        path, self._reserve.size)
-        self._thread = threading.Thread(target=self._run, name=f"spool-writer:{path.name}", daemon=True)
-        self._thread.start()
+                        self.path, self._reserve.size)
 
     # ----------------------------------------------------------------------------------------- open
     @classmethod

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from edge.localkafka.broker import BrokerError, LocalBroker, find_broker_binary
+from tests.support import open_spool
 
 
 def _require_tansu() -> None:
@@ -70,9 +71,7 @@ def proxied_broker(tmp_path_factory) -> Iterator[ProxiedBroker]:
 
 @pytest.fixture
 def spool(tmp_path):
-    from edge.spool import Spool
-
-    s = Spool.open(tmp_path / "spool.db")
+    s = open_spool(tmp_path / "spool.db", commit_interval_ms=5.0)  # the production default
     try:
         yield s
     finally:

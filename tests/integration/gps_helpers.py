@@ -9,22 +9,14 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from tests.support import wait_until
 
 DATA = Path(os.environ.get("EDGE_TEST_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 NMEA = DATA / "nmea"
 GPS_ROLLOVER_S = 1024 * 7 * 86400  # gpsd 3.22 moves pre-2019 dates this far ahead
 HAVE_GPSFAKE = shutil.which("gpsfake") is not None
-
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str, every: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def free_port() -> int:
@@ -75,7 +67,7 @@ class Gpsfake:
         if self._text is None:
             self._text = self.output()
             self._out.close()
-        wait_until(lambda: not port_open(self.port), 5, f"gpsd on port {self.port} to go away")
+        wait_until(lambda: not port_open(self.port), f"gpsd on port {self.port} to go away", 5)
 
     def __enter__(self) -> Gpsfake:
         return self

@@ -289,17 +289,6 @@ def running(flusher: object) -> Iterator[threading.Event]:
         assert not t.is_alive(), "flusher thread did not stop within 10 s"
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Poll `predicate` until true or the deadline; returns its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval_s)
-
-
 # ---------------------------------------------------------------- a broker replaced on the same address
 
 

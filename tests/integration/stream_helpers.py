@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from tests.support import wait_until
 
 
 def free_port() -> int:
@@ -38,15 +38,6 @@ def is_serving(port: int) -> bool:
             if len(fields) > 3 and fields[1].endswith(f":{port:04X}") and fields[3] in ("0A", "01"):
                 return True
     return False
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float) -> None:
-    """Poll `cond` until true; AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)  # poll interval
 
 
 class FfmpegStreamServer:

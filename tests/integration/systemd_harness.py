@@ -36,11 +36,12 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from tests.support import WaitTimeout, wait_until
 
 SYSTEMD = "/lib/systemd/systemd"
 RECIPE_MOUNTS = "mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /var/tmp"
@@ -79,15 +80,11 @@ def work_dir(base: Path | None = None) -> Path:
 
 
 def poll(fn: Callable[[], T], timeout: float, interval: float = 0.2, message: str = "condition") -> T:
-    """Calls `fn` until it returns something truthy; returns that, or raises TimeoutError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last: T = fn()
-    while not last:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{message}: not true after {timeout:g} s (last value {last!r})")
-        time.sleep(interval)
-        last = fn()
-    return last
+    """tests.support.wait_until, raising TimeoutError (what the systemd tests expect) when `fn` stays falsy."""
+    try:
+        return wait_until(fn, message, timeout, interval)
+    except WaitTimeout as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 class SystemdNamespace:

@@ -14,12 +14,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka_helpers import AckLog, ReplaceableBroker, consume_until, make_items, wait_for
+from kafka_helpers import AckLog, ReplaceableBroker, consume_until, make_items
 
 from edge.config import Config, KafkaConfig, StateConfig
 from edge.delivery import Delivery
 from edge.localkafka.broker import BrokerError, find_broker_binary
 from edge.spool import Spool
+from tests.support import wait_until
 
 FLUSHER_LOG = "edge.sinks.kafka"
 EVENTS = 60_000
@@ -64,11 +65,11 @@ def test_replaced_broker_mid_drain_resends_only_unacknowledged(brokers, tmp_path
     with caplog.at_level(logging.INFO, logger=FLUSHER_LOG):
         delivery = Delivery.start(cfg)
         try:
-            assert wait_for(lambda: acks.count >= 5000, 60), f"nothing delivered before the stop: {acks.count} acks"
+            wait_until(lambda: acks.count >= 5000, lambda: f"5000 acks before the stop (have {acks.count})", 60)
             # when the broker is stopped mid-drain and a fresh one takes its address
             brokers.stop()
             assert acks.count < EVENTS, "the drain ended before the broker was stopped: nothing to test"
-            assert wait_for(lambda: "broker unreachable since" in caplog.text, 15), "the outage was never noticed"
+            wait_until(lambda: "broker unreachable since" in caplog.text, "the outage to be noticed", 15)
             new_broker_at = time.monotonic()
             brokers.start_fresh()
             brokers.create_topic(topic)
@@ -126,8 +127,8 @@ def test_ingest_csv_exits_0_across_a_replaced_broker(brokers, tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
     try:
-        assert wait_for(lambda: any("connected, draining" in ln for ln in lines) or proc.poll() is not None, 120), \
-            "the run never delivered anything"
+        wait_until(lambda: any("connected, draining" in ln for ln in lines) or proc.poll() is not None,
+                   "the run to deliver something (or end)", 120)
         assert proc.poll() is None, "the run ended before the broker could be replaced:\n" + "".join(lines)
         # when the broker is replaced by a fresh one on the same address
         brokers.stop()

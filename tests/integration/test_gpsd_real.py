@@ -15,7 +15,6 @@ from gps_helpers import (
     chk_fixes,
     free_port,
     same_time_modulo_rollover,
-    wait_until,
 )
 
 from edge.clock import parse_iso_time
@@ -24,6 +23,7 @@ from edge.gps import GpsdProvider
 from edge.gps.cli import watch
 from edge.gps.geo import angle_diff
 from edge.types import Frame
+from tests.support import wait_until
 
 pytestmark = pytest.mark.skipif(not HAVE_GPSFAKE, reason="gpsfake (Debian gpsd-clients) not installed")
 
@@ -45,7 +45,7 @@ def test_fixes_match_gpsd_reference(name):
     try:
         with Gpsfake(NMEA / f"{name}.log", port) as gf:
             # when the whole log has been replayed (gpsfake exits 1 s after the log ends)
-            wait_until(gf.exited, 40, f"gpsfake to finish {name}")
+            wait_until(gf.exited, f"gpsfake to finish {name}", 40)
     finally:
         provider.close()
     samples = provider.history()
@@ -91,17 +91,17 @@ def test_reconnects_when_gpsd_restarts_on_same_port():
     try:
         # given a provider receiving fixes from gpsd
         gf = Gpsfake(NMEA / "nl2008u.log", port, cycle=0.05, timeout_s=30)
-        wait_until(lambda: provider.stats().fixes >= 2, 20, f"fixes from the first gpsd\n{gf.output()}")
+        wait_until(lambda: provider.stats().fixes >= 2, f"fixes from the first gpsd\n{gf.output()}", 20)
         before = provider.stats()
         # when gpsd is killed
         gf.stop()
         gf = None
-        wait_until(lambda: provider.stats().outages == before.outages + 1, 10, "the outage to be noticed")
+        wait_until(lambda: provider.stats().outages == before.outages + 1, "the outage to be noticed", 10)
         assert not provider.stats().connected, "no longer connected"
         fixes_during_outage = provider.stats().fixes
         # and a new gpsd starts on the same port
         gf = Gpsfake(NMEA / "nl2008u.log", port, cycle=0.05, timeout_s=30)
-        wait_until(lambda: provider.stats().fixes > fixes_during_outage, 20, f"fixes from the second gpsd\n{gf.output()}")
+        wait_until(lambda: provider.stats().fixes > fixes_during_outage, f"fixes from the second gpsd\n{gf.output()}", 20)
         # then the provider is back, counted once, and frames get fresh fixes
         st = provider.stats()
         assert st.connected and st.reconnects == before.reconnects + 1, f"one recovery counted: {before} → {st}"
@@ -121,7 +121,7 @@ def test_watch_prints_live_fixes():
     t.start()
     try:
         with Gpsfake(NMEA / "nl2008u.log", port, cycle=0.05, timeout_s=10):
-            wait_until(lambda: not t.is_alive(), 20, "watch to print five reports")
+            wait_until(lambda: not t.is_alive(), "watch to print five reports", 20)
     finally:
         stop.set()
         t.join(timeout=5)

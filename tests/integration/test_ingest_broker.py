@@ -8,13 +8,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from edge.localkafka.broker import LocalBroker
 from edge.localkafka.topic import read_topic
+from tests.support import wait_until
 
 ROWS = 100_000
 HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
@@ -90,9 +90,13 @@ def test_kill_9_half_way_then_rerun_gives_every_id_once(tansu, kafka_topic, csv_
     # given a run killed with SIGKILL once about a third of the rows are checkpointed
     proc = subprocess.Popen(_cmd(csv_100k, state, "--workers", "1"), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while _progress_rows(state / "ingest-progress.db") < ROWS // 3 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    try:
+        wait_until(lambda: _progress_rows(state / "ingest-progress.db") >= ROWS // 3 or proc.poll() is not None,
+                   "a third of the rows to be checkpointed", 120, every=0.005)
+    except AssertionError:
+        proc.kill()
+        proc.wait(10)
+        raise
     assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stderr.read() if proc.stderr else ''}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)

@@ -9,12 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from kafka_helpers import wait_for
 
 from edge.config import load_config
 from edge.daemon import Daemon
 from edge.localkafka import read_topic
 from edge.status import read_status
+from tests.support import wait_until
 
 DRIVE = "video/stop_sign_approach.mp4"
 
@@ -72,11 +72,11 @@ def test_stop_ends_the_loop_and_reload_applies_new_thresholds(tmp_path, data_dir
     config = _config(tmp_path, data_dir, yolov8n, tansu.bootstrap, kafka_topic)
     caplog.set_level(logging.INFO, logger="edge.daemon")
     with ServiceThread(config) as service:
-        assert wait_for(lambda: (tmp_path / "run" / "status.json").exists(), 60), "the first status is written"
+        wait_until(lambda: (tmp_path / "run" / "status.json").exists(), "the first status to be written", 60)
         config.write_text(config.read_text().replace("confidence = 0.25", "confidence = 0.6"))
         service.reload.set()
-        assert wait_for(lambda: any(r.getMessage().startswith("reloaded") for r in caplog.records), 30), \
-            "the reload is applied by the main loop"
+        wait_until(lambda: any(r.getMessage().startswith("reloaded") for r in caplog.records),
+                   "the main loop to apply the reload", 30)
         service.stop.set()
         service.thread.join(60)
     assert service.code == 0, f"a stop asked for exits 0, got {service.code}"

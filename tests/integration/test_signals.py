@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from command_helpers import edge_env, number, pending
-from stream_helpers import wait_until
+
+from tests.support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 # The bound is 5 s (measured: 0.8 s for a replay, 0.2 s for an ingest). Tests never fail on timing on

@@ -8,7 +8,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -36,20 +35,13 @@ from edge.gps import (
 from edge.gps.cli import watch
 from edge.gps.nmea import sentence
 from edge.types import Frame
+from tests.support import wait_until
 
 VERSION = b'{"class":"VERSION","release":"3.22","rev":"3.22","proto_major":3,"proto_minor":14}\n'
 
 
 def frame(captured_at: float) -> Frame:
     return Frame(0, 0.0, captured_at, np.zeros((1, 1, 3), np.uint8), "cam")
-
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def tpv(mode=3, lat=52.5, lon=13.4, track=90.0, speed=10.0, **extra) -> bytes:
@@ -240,9 +232,9 @@ def test_live_fixes_through_a_socket(gpsd):
     provider = fast_provider(gpsd.port)
     provider.start()
     try:
-        wait_until(lambda: gpsd.connected() == 1, 5, "the provider to connect")
+        wait_until(lambda: gpsd.connected() == 1, "the provider to connect", 5)
         gpsd.send(b"garbage\n" + tpv(mode=1, lat=None, lon=None) + tpv(lat=48.0, lon=-122.5, track=12.5))
-        wait_until(lambda: provider.stats().fixes == 1, 5, "a fix")
+        wait_until(lambda: provider.stats().fixes == 1, "a fix", 5)
         fix = provider.fix_for(frame(time.time()))
         assert (fix.status, fix.lat, fix.lon, fix.heading) == ("ok", 48.0, -122.5, 12.5), f"{fix}"
         assert fix.age_ms is not None and 0 <= fix.age_ms < 2000, f"age of a fresh fix: {fix}"
@@ -260,17 +252,17 @@ def test_reconnects_after_gpsd_goes_away_and_comes_back(caplog):
     caplog.set_level(logging.INFO, logger="edge.gps.gpsd_provider")
     provider.start()
     try:
-        wait_until(lambda: server.connected() == 1, 5, "first connection")
+        wait_until(lambda: server.connected() == 1, "first connection", 5)
         server.send(tpv(lat=1.0))
-        wait_until(lambda: provider.stats().fixes == 1, 5, "first fix")
+        wait_until(lambda: provider.stats().fixes == 1, "first fix", 5)
         # when gpsd goes away (listener and connections closed) for a while
         server.close()
-        wait_until(lambda: provider.stats().outages == 1, 5, "the outage to be noticed")
+        wait_until(lambda: provider.stats().outages == 1, "the outage to be noticed", 5)
         # and comes back on the same port
         server = FakeGpsd(port)
-        wait_until(lambda: server.connected() == 1, 5, "reconnection")
+        wait_until(lambda: server.connected() == 1, "reconnection", 5)
         server.send(tpv(lat=2.0))
-        wait_until(lambda: provider.stats().fixes == 2, 5, "a fix after the outage")
+        wait_until(lambda: provider.stats().fixes == 2, "a fix after the outage", 5)
         st = provider.stats()
         assert st.outages == 1 and st.reconnects == 1 and st.connected, f"one outage, one recovery: {st}"
         assert provider.fix_for(frame(time.time())).lat == 2.0, "the fresh fix is used"
@@ -287,8 +279,8 @@ def test_silent_gpsd_counts_as_outage(gpsd):
     provider = fast_provider(gpsd.port, idle_timeout_s=0.3)
     provider.start()
     try:
-        wait_until(lambda: provider.stats().outages >= 1, 5, "idle connection treated as an outage")
-        wait_until(lambda: gpsd.accepted >= 2, 5, "a reconnection attempt")
+        wait_until(lambda: provider.stats().outages >= 1, "idle connection treated as an outage", 5)
+        wait_until(lambda: gpsd.accepted >= 2, "a reconnection attempt", 5)
     finally:
         provider.close()
 
@@ -296,14 +288,14 @@ def test_silent_gpsd_counts_as_outage(gpsd):
 def test_close_is_prompt_and_idempotent(gpsd):
     provider = fast_provider(gpsd.port)
     provider.start()
-    wait_until(lambda: gpsd.connected() == 1, 5, "connection")
+    wait_until(lambda: gpsd.connected() == 1, "connection", 5)
     started = time.monotonic()
     provider.close()
     provider.close()
     assert time.monotonic() - started < 1.0, "close returns within a second"
     unreachable = fast_provider(1)  # nothing listens on port 1
     unreachable.start()
-    wait_until(lambda: unreachable.stats().outages == 1, 5, "the failed connect to count")
+    wait_until(lambda: unreachable.stats().outages == 1, "the failed connect to count", 5)
     started = time.monotonic()
     unreachable.close()
     assert time.monotonic() - started < 1.0, "close during backoff returns within a second"
@@ -318,7 +310,7 @@ def test_watch_prints_reports_until_count():
     t = threading.Thread(target=lambda: result.append(watch(GpsdConfig(gpsd_port=server.port), out, stop, count=3)))
     t.start()
     try:
-        wait_until(lambda: server.connected() == 1, 5, "watch to connect")
+        wait_until(lambda: server.connected() == 1, "watch to connect", 5)
         server.send(tpv(mode=1, lat=None, lon=None) + tpv(lat=55.5, lon=23.25) + tpv(lat=55.6, lon=23.25) + tpv(lat=9.0))
         t.join(timeout=10)
     finally:
@@ -339,7 +331,7 @@ def test_watch_without_gpsd_says_so_and_exits_1():
     t = threading.Thread(target=lambda: result.append(watch(GpsdConfig(gpsd_port=1), out, stop)))
     t.start()
     try:
-        wait_until(lambda: "unavailable" in out.getvalue(), 5, "the outage to be reported")
+        wait_until(lambda: "unavailable" in out.getvalue(), "the outage to be reported", 5)
     finally:
         stop.set()
         t.join(timeout=5)

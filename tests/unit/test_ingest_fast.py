@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.clock import iso_utc
+from edge.ingest.columns import iso_ms
 from edge.ingest.convert import Converter
-from edge.ingest.fast import FastPath, _iso_ms
+from edge.ingest.fast import FastPath
 from edge.ingest.rows import FileContext, parse_header
 
 HEADER = parse_header("frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading")
@@ -84,7 +85,7 @@ def test_iso_times_equal_iso_utc():
         rng.uniform(0, 253402300799, 2000), 1_700_000_000 + rng.uniform(0, 1, 2000).round(6),
         np.array([0.0, 0.0005, 0.0015, 0.9995, 0.9999995, 1_700_000_000.9999996, 86399.9996]),
     ])
-    got = _iso_ms(epochs).view("S24").ravel().astype("U24").tolist()
+    got = iso_ms(epochs).view("S24").ravel().astype("U24").tolist()
     assert got == [iso_utc(float(e)) for e in epochs], "vectorised ISO times differ from iso_utc"
 
 

@@ -17,6 +17,7 @@ from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher, Step
 from edge.sinks.protocols import Flusher, FlusherSpool
 from edge.spool import Spool, SpoolRecord, SpoolStats
+from tests.support import wait_until
 
 
 class FakeSpool:
@@ -412,16 +413,12 @@ def test_run_survives_a_fatal_error_raised_while_waiting():
     t = threading.Thread(target=f.run, args=(stop,))
     t.start()
     try:
-        deadline = time.monotonic() + 5
-        while f.in_flight < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: f.in_flight >= 10, "10 records in flight", 5)
         # when poll() raises the fatal error (in run's wait, or its next step)
         producers[0].break_with(KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "Broker: Unknown Producer Id", fatal=True))
-        while len(producers) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(producers) >= 2, "a second producer", 5)
         held[0] = False
-        while spool.records and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not spool.records, lambda: f"the spool to empty ({len(spool.records)} left)", 5)
         # then the thread lives on, with a new producer that delivered everything
         assert t.is_alive(), "run() died on a fatal error"
     finally:

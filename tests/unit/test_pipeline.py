@@ -13,6 +13,7 @@ from edge.detect import ObjectDetector
 from edge.detect.yolo import Letterbox
 from edge.pipeline import Pipeline, StageFailed
 from edge.types import Detections, Frame
+from tests.support import Collector
 
 
 class FakeDetector:
@@ -61,9 +62,9 @@ class FakeCapture:
 
 def _pipeline(n=20, detector=None, max_restarts=0, sink=None):
     frames: BoundedQueue[Frame] = BoundedQueue(4, "block")
-    got: list = []
+    got = Collector()  # the sink runs on the pipeline's emit thread
     p = Pipeline(
-        FakeCapture(frames, n), frames, detector or FakeDetector(), sink or got.extend,
+        FakeCapture(frames, n), frames, detector or FakeDetector(), sink or got,
         vehicle_id="v", camera_id="c", session_id="s", max_restarts=max_restarts,
     )
     return p, got
@@ -72,7 +73,7 @@ def _pipeline(n=20, detector=None, max_restarts=0, sink=None):
 def test_every_frame_reaches_the_sink_in_order():
     p, got = _pipeline(50)
     stats = p.run(threading.Event())
-    assert [e.frame_number for e in got] == list(range(50)), "file replay: every frame, in order, none dropped"
+    assert [e.frame_number for e in got.items] == list(range(50)), "file replay: every frame, in order, none dropped"
     assert stats.frames == 50 and stats.detections == 50, f"stats count frames and detections: {stats}"
 
 
@@ -84,13 +85,13 @@ def test_stop_ends_capture_and_drains_frames_in_flight():
     stats = p.run(stop)
     timer.cancel()
     assert 0 < stats.frames < 10_000, f"stop should end the run early, processed {stats.frames}"
-    assert [e.frame_number for e in got] == list(range(stats.frames)), "frames already captured are finished, no gap"
+    assert [e.frame_number for e in got.items] == list(range(stats.frames)), "frames already captured are finished, no gap"
 
 
 def test_failing_stage_is_restarted_within_the_limit():
     p, got = _pipeline(30, detector=FakeDetector(fail_on={5, 17}), max_restarts=5)
     p.run(threading.Event())
-    numbers = [e.frame_number for e in got]
+    numbers = [e.frame_number for e in got.items]
     assert 5 not in numbers and 17 not in numbers, "the frame that crashed the stage is lost, logged and counted"
     assert len(numbers) == 28 and p.restarts["infer"], f"the rest flows after restarts: {len(numbers)}, {p.restarts}"
 

@@ -29,6 +29,7 @@ from edge.sources import (
     open_source,
 )
 from edge.types import Frame
+from tests.support import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -352,13 +353,12 @@ def test_capture_stops_on_stop(video_dir: Path) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=Capture(src, q).run, args=(stop,))
     thread.start()
-    first = None
-    deadline = time.monotonic() + 10
-    while first is None and time.monotonic() < deadline:
-        first = q.get(timeout=0.1)
-    stop.set()
-    thread.join(5)
-    assert first is not None and first.index == 0, "the first frame came through"
+    try:
+        first = wait_until(lambda: q.get(timeout=0.1), "the first frame", 10, every=0)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert first.index == 0, f"the first frame came through first, got frame {first.index}"
     assert not thread.is_alive() and q.closed, "capture returns promptly on stop and closes its queue"
 
 

@@ -5,17 +5,15 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable
 
 import cv2
 import numpy as np
 import pytest
 
 from edge.backoff import Backoff
-from edge.buffers import Closed
 from edge.sources import Capture, LiveSource
 from edge.types import Frame
+from tests.support import Collector, StageThread, wait_until
 
 
 class World:
@@ -55,14 +53,6 @@ class FakeCamera:
         self.opened = False
 
 
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)  # poll interval
-
-
 def make_source(world: World, **kw: float) -> LiveSource:
     params = dict(inference_fps=20.0, stall_timeout_s=0.5, reconnect_initial_s=0.05, reconnect_max_s=0.2)
     params.update(kw)
@@ -75,30 +65,25 @@ class Consumer:
     def __init__(self, source: LiveSource, maxsize: int = 4):
         self.stop = threading.Event()
         self.queue = Capture.queue_for(source, maxsize)
-        self.frames: list[Frame] = []
+        self.collector = Collector()
         self.capture = Capture(source, self.queue)
-        self.threads = [threading.Thread(target=self.capture.run, args=(self.stop,)),
-                        threading.Thread(target=self._drain)]
+        self.capture_thread = StageThread(self.capture.run, self.stop, name="test-capture")
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                item = self.queue.get(timeout=0.1)
-            except Closed:
-                return
-            if item is not None:
-                self.frames.append(item)
+    @property
+    def frames(self) -> list[Frame]:
+        return self.collector.items
 
     def __enter__(self) -> Consumer:
-        for t in self.threads:
-            t.start()
+        self.capture_thread.start()
+        self.collector.drain(self.queue)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        for t in self.threads:
+        threads = [self.capture_thread, self.collector.thread]
+        for t in threads:
             t.join(5)
-        assert not any(t.is_alive() for t in self.threads), "capture and consumer end after stop"
+        assert not any(t.is_alive() for t in threads), "capture and consumer end after stop"
 
 
 def test_backoff_doubles_with_jitter_and_caps() -> None:
@@ -115,7 +100,7 @@ def test_wall_clock_sampling_and_timestamps() -> None:
     world = World(fps=100)
     src = make_source(world)
     with Consumer(src) as c:
-        wait_for(lambda: len(c.frames) >= 15, "15 frames")
+        wait_until(lambda: len(c.frames) >= 15, "15 frames")
     gaps = np.diff([f.captured_at for f in c.frames])
     assert 0.035 < float(np.median(gaps)) < 0.08, f"about 1/20 s between emitted frames, median {np.median(gaps)}"
     assert all(b.index > a.index for a, b in zip(c.frames, c.frames[1:])), "source frame indices increase"
@@ -146,7 +131,7 @@ def test_bursty_stream_is_sampled_by_its_timestamps() -> None:
     world = World()
     src = LiveSource("http://cam/live.ts", "stream", inference_fps=10, open_capture=lambda: BurstyStream(world))
     with Consumer(src, maxsize=64) as c:
-        wait_for(lambda: len(c.frames) >= 15, "15 frames")
+        wait_until(lambda: len(c.frames) >= 15, "15 frames")
     # then every third frame comes out, not one per burst
     steps = np.diff([f.index for f in c.frames])
     assert np.all(steps == 3), f"sampled by stream time: every 3rd of 30 fps, got steps {steps}"
@@ -156,15 +141,15 @@ def test_outage_is_logged_counted_and_recovered(caplog: pytest.LogCaptureFixture
     world = World()
     src = make_source(world)
     with caplog.at_level(logging.INFO, logger="edge.sources"), Consumer(src) as c:
-        wait_for(lambda: len(c.frames) >= 3, "first frames")
+        wait_until(lambda: len(c.frames) >= 3, "first frames")
         # when the camera disappears
         world.up.clear()
-        wait_for(lambda: src.stats.outages == 1 and src.stats.in_outage, "the outage to be noticed")
-        wait_for(lambda: world.opens >= 4, "a few reconnect attempts")
+        wait_until(lambda: src.stats.outages == 1 and src.stats.in_outage, "the outage to be noticed")
+        wait_until(lambda: world.opens >= 4, "a few reconnect attempts")
         before = len(c.frames)
         # and comes back
         world.up.set()
-        wait_for(lambda: len(c.frames) >= before + 3, "frames after recovery")
+        wait_until(lambda: len(c.frames) >= before + 3, "frames after recovery")
     messages = [r.getMessage() for r in caplog.records]
     assert sum("lost" in m for m in messages) == 1, f"one 'lost' line per outage, got {messages}"
     assert any("camera 7 back after" in m for m in messages), f"recovery is logged: {messages}"
@@ -177,10 +162,10 @@ def test_camera_absent_at_start_is_an_outage_not_an_error() -> None:
     world.up.clear()
     src = make_source(world)
     with Consumer(src) as c:
-        wait_for(lambda: src.stats.outages == 1, "the initial outage")
+        wait_until(lambda: src.stats.outages == 1, "the initial outage")
         world.up.set()
-        wait_for(lambda: len(c.frames) >= 2, "frames once the camera appears")
-    assert src.stats.outage_seconds > 0 and c.capture.error is None, f"no error, outage counted: {src.stats}"
+        wait_until(lambda: len(c.frames) >= 2, "frames once the camera appears")
+    assert src.stats.outage_seconds > 0 and c.capture_thread.error is None, f"no error, outage counted: {src.stats}"
 
 
 def test_a_reader_stuck_in_grab_is_replaced(caplog: pytest.LogCaptureFixture) -> None:
@@ -189,12 +174,12 @@ def test_a_reader_stuck_in_grab_is_replaced(caplog: pytest.LogCaptureFixture) ->
     src.hang_timeout_s = 0.3  # a capture call that ignores its timeouts for longer than this is abandoned
     try:
         with caplog.at_level(logging.WARNING, logger="edge.sources"), Consumer(src) as c:
-            wait_for(lambda: len(c.frames) >= 2, "first frames")
+            wait_until(lambda: len(c.frames) >= 2, "first frames")
             world.hang.set()
-            wait_for(lambda: src.stats.outages == 1, "the hang to be declared an outage")
+            wait_until(lambda: src.stats.outages == 1, "the hang to be declared an outage")
             world.hang.clear()
             before = len(c.frames)
-            wait_for(lambda: len(c.frames) >= before + 2, "frames from a fresh reader")
+            wait_until(lambda: len(c.frames) >= before + 2, "frames from a fresh reader")
     finally:
         world.release_hang.set()
     assert any("abandoning" in r.getMessage() for r in caplog.records), "the hung reader is reported"
@@ -229,12 +214,12 @@ def test_set_fps_changes_the_rate_from_the_next_frame(before: float, after: floa
     step_before, step_after = round(30 / before), round(30 / after)
     try:
         with Consumer(src, maxsize=256) as c:
-            wait_for(lambda: bool(c.frames) and c.frames[-1].index == 24, "the frames up to the pause")
+            wait_until(lambda: bool(c.frames) and c.frames[-1].index == 24, "the frames up to the pause")
             # when the rate changes (from another thread, as a SIGHUP reload does) and the stream goes on
             src.set_fps(after)
             resume.set()
             held = len(c.frames)
-            wait_for(lambda: len(c.frames) >= held + 6, f"6 more frames at {after} fps")
+            wait_until(lambda: len(c.frames) >= held + 6, f"6 more frames at {after} fps")
     finally:
         resume.set()
     # then the frame one new period (in stream time) after the last sampled one is the next sample

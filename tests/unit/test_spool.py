@@ -21,6 +21,7 @@ from edge.spool import (
 )
 from edge.spool.records import checksum
 from edge.types import DetectionEvent
+from tests.support import open_spool
 
 
 def make_items(n: int, start: int = 0, size: int = 40) -> list[SpoolItem]:
@@ -46,15 +47,8 @@ def spool_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def spool(spool_path: Path):
-    with Spool.open(spool_path, commit_interval_ms=1.0) as s:
+    with open_spool(spool_path) as s:
         yield s
-
-
-def wait_until(predicate, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.005)
 
 
 def test_round_trip(spool: Spool) -> None:
