@@ -1,4 +1,4 @@
-"""The one composition root: builds detector, source, GPS, pipeline and delivery from the config for every command."""
+"""The one composition root: builds detector, source, GPS and pipeline from the config (delivery: `Delivery.start`)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from typing import Any
 from edge.buffers import BoundedQueue
 from edge.clock import parse_iso_time
 from edge.config import Config, ConfigError
-from edge.delivery import Delivery
 from edge.detect import Detector
 from edge.events import new_session_id, recording_session_id
 from edge.gps import GpsProvider, TrackProvider, make_provider, start_from_first_fix
 from edge.mediatime import container_creation_time
 from edge.pipeline import EventSink, Pipeline, PipelineStats
 from edge.sources import Capture, FrameSource, SourceStats, open_source
-from edge.types import Frame, QueuePolicy
+from edge.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +61,6 @@ def open_detector(cfg: Config, *, all_classes: bool = False) -> Detector:
     detector = Detector(cfg.detector, state_dir=Path(cfg.state.state_dir), all_classes=all_classes)
     detector.warmup()
     return detector
-
-
-def open_delivery(cfg: Config, *, when_full: QueuePolicy | None = None) -> Delivery:
-    """The spool and, with a broker configured, its flusher: use it as a context manager."""
-    return Delivery.start(cfg, when_full=when_full)
 
 
 def recording_start(cfg: Config, uri: str, explicit: float | None) -> float | None:

@@ -78,14 +78,14 @@ class Daemon:
 
     def run(self, stop: threading.Event, reload: threading.Event | None = None) -> int:
         """Until `stop` (or a stage gives up): returns 0 after a clean stop, 1 when the pipeline failed."""
-        from edge.app import build_detection, open_delivery, open_detector
+        from edge.app import build_detection, open_detector
         from edge.service import Notifier
 
         notifier = Notifier()
         # a TensorRT engine build can take many minutes on a Jetson: keep extending the start timeout meanwhile
         with notifier.extending_timeout(60, status="loading the model (a TensorRT engine build can take minutes)"):
             detector = open_detector(self.cfg)
-        with open_delivery(self.cfg) as delivery:
+        with Delivery.start(self.cfg) as delivery:
             sink = delivery.sink(live=True).write
             with build_detection(self.cfg, sink, detector=detector, session_id=self.session_id,
                                  max_restarts=MAX_STAGE_RESTARTS, log_events=True) as run:

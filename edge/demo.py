@@ -26,7 +26,8 @@ def consume_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[dict]
 
 
 def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: int = 50) -> int:  # noqa: ANN001
-    from edge.app import open_delivery, run_replay
+    from edge.app import run_replay
+    from edge.delivery import Delivery
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-demo-")))
@@ -46,7 +47,7 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
         cfg = cfg.model_copy(update=overrides)
         print(f"replaying {cfg.source.uri} at {cfg.source.inference_fps:g} fps with {Path(cfg.detector.model).name}"
               f" → spool {cfg.spool_path()} → topic {cfg.kafka.topic}", file=out)
-        delivery = stack.enter_context(open_delivery(cfg, when_full="block"))
+        delivery = stack.enter_context(Delivery.start(cfg, when_full="block"))
         started = time.monotonic()
         result = run_replay(cfg, delivery.sink(live=False).write, stop=threading.Event())
         drained = delivery.finish(drain_timeout)

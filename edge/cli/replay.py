@@ -60,8 +60,8 @@ class _Progress:
 def cmd_replay(args: argparse.Namespace) -> int:
     import signal
 
-    from edge.app import open_delivery, run_replay
-    from edge.delivery import SpoolSink
+    from edge.app import run_replay
+    from edge.delivery import Delivery, SpoolSink
     from edge.signals import stop_on_signals
     from edge.sinks.jsonl import JsonlSink
 
@@ -82,7 +82,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             stop_on_signals(stop, (signal.SIGTERM,), "stopping: finishing the frames in flight"))
         # a replay must not lose events: the spool blocks while it has no room, for a bounded time (a disk that
         # stays full ends the replay); --out writes a file instead
-        delivery = None if args.out else stack.enter_context(open_delivery(cfg, when_full="block"))
+        delivery = None if args.out else stack.enter_context(Delivery.start(cfg, when_full="block"))
         sink: JsonlSink | SpoolSink
         if delivery is None:
             sink = stack.enter_context(contextlib.closing(JsonlSink(args.out)))

@@ -169,7 +169,7 @@ def _run_files(ingest: Ingest, files: list[str], progress: Progress) -> list[Fil
 
 
 def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[str], missing: bool) -> int:
-    from edge.app import open_delivery
+    from edge.delivery import Delivery
     from edge.ingest.checkpoint import Checkpoints
     from edge.ingest.sinks import SpoolWriter
 
@@ -178,7 +178,7 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
     t0 = time.monotonic()
     drained = True
     # the delivery first: its spool owns the state dir (a second writer exits 2)
-    with open_delivery(cfg, when_full="block") as delivery, \
+    with Delivery.start(cfg, when_full="block") as delivery, \
             contextlib.closing(Checkpoints(Path(cfg.state.state_dir) / "ingest-progress.db")) as checkpoints:
         # waiting for room is bounded: a disk that stays full stops the run (resumable) instead of hanging it
         room = delivery.sink(live=False, room_timeout=cfg.spool.block_timeout_s, stop=stop)

@@ -95,7 +95,7 @@ def test_an_unusable_source_gives_back_the_state_dir(tmp_path, data_dir, yolov8n
     with pytest.raises(SourceError):
         daemon.run(threading.Event())
     # then the delivery started before the source was opened was finished: a second writer may take the spool
-    from edge.app import open_delivery
+    from edge.delivery import Delivery
 
-    with open_delivery(daemon.cfg) as delivery:
+    with Delivery.start(daemon.cfg) as delivery:
         assert delivery.spool.stats().depth == 0, "the state dir's lock was given back"
