@@ -28,6 +28,7 @@ from edge.cli.commands import (
     cmd_run,
     cmd_status,
 )
+from edge.cli.flush import cmd_queue_flush
 from edge.cli.replay import cmd_detect, cmd_replay
 
 
@@ -48,6 +49,14 @@ def _finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
     return value
 
 
@@ -146,6 +155,13 @@ def _add_service_commands(sub) -> None:  # noqa: ANN001
         if name == "purge-dead":
             p.add_argument("--yes", action="store_true")
         p.set_defaults(func=cmd_queue)
+    p = _with_config(qsub.add_parser("flush", help="deliver everything pending to the configured broker, then exit "
+                                     "(0: the spool is empty; 1: the broker did not take it all within --timeout)"))
+    p.add_argument("--state-dir", help="state directory holding spool.db")
+    p.add_argument("--timeout", type=_positive_seconds, default=300.0,
+                   help="give up after S seconds; what is not delivered stays in the spool (default 300)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_queue_flush)
 
 
 def _add_tool_commands(sub) -> None:  # noqa: ANN001

@@ -95,6 +95,7 @@ class KafkaFlusher(DeliveryReports):
         self._idle_down = False
         self._epoch_mark = None
         self._state = State.STARTING
+        self.outage = None
         self._progress = False
         self._headers_ct = ("content-type", b"application/json")
         self._lock = threading.RLock()

@@ -62,6 +62,7 @@ class DeliveryReports:
     _epoch_mark: tuple[int, int] | None  # (producer id, epoch) at the last look with reports since
     _state: State
     _progress: bool  # a delivery succeeded since the flag was cleared
+    outage: str | None  # why the broker is unreachable (the error that said so); None once a delivery succeeds
 
     # ------------------------------------------------------------------ callbacks (served by poll/flush, this thread)
 
@@ -204,6 +205,7 @@ class DeliveryReports:
         if self._state is State.UNREACHABLE:
             return
         self._state = State.UNREACHABLE
+        self.outage = reason
         log.warning("broker unreachable since %s: %s", iso_utc(time.time(), "seconds"), reason)
 
     def _note_up(self) -> None:
@@ -212,6 +214,7 @@ class DeliveryReports:
         if self._state is State.CONNECTED:
             return
         self._state = State.CONNECTED
+        self.outage = None
         log.info("connected, draining %d events", self._spool_depth())
 
     def _spool_depth(self) -> int:
