@@ -4,7 +4,8 @@
 
 parse: every parser on the same generated file (N rows, default 500k), parse only and, where this project
        has the code, parse + validate + enrich + serialise (target: ≥ 1M rows/s for the latter).
-e2e:   `edge ingest-csv` (a subprocess) into a local Tansu broker, every event acknowledged (target ≥ 100k rows/s).
+e2e:   `edge ingest-csv` (a subprocess) into a local Tansu broker, every event acknowledged, against a bare producer
+       process sending the same events pre-serialised (targets: ≥ 100k rows/s and ≥ 0.5× the bare producer).
 rss:   peak RSS of a dry run over a 5M-row file, and of the e2e run (target ≤ 200 MB).
 Each figure is the best of --repeat runs: the machine is shared and times drift.
 """
@@ -135,28 +136,59 @@ def _rss_run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     return wall, peak, "\n".join(lines[:-1])
 
 
-def bench_e2e(path: Path, rows: int, workdir: Path) -> None:
+class _TsvSink:
+    """Writes every event pre-serialised for bench/bare_producer.py: key TAB detection_id TAB value."""
+
+    def __init__(self, fh):  # noqa: ANN001
+        self.fh = fh
+
+    def write(self, batch, ctx) -> None:  # noqa: ANN001
+        for _line, value, did, _cap in batch.events():
+            self.fh.write(b"%s\t%s\t%s\n" % (ctx.vehicle_id.encode(), did.encode(), value))
+
+
+def bench_e2e(path: Path, rows: int, workdir: Path, repeat: int) -> None:
+    """`edge ingest-csv` into a broker against a bare producer process sending the same events, alternating."""
+    from flush_bench import bare_command
+
+    from edge.config import KafkaConfig
     from edge.localkafka.broker import LocalBroker
     from edge.localkafka.topic import read_topic
 
-    print(f"\n== end to end: {rows:,} rows → spool → flusher → local Tansu broker, all acknowledged")
+    print(f"\n== end to end: {rows:,} rows → local Tansu broker, every event acknowledged; best of {repeat}")
+    events = workdir / "e2e-events.tsv"
+    with open(events, "wb") as fh:
+        Ingest(Options("vehicle-001", "cam-front"), _TsvSink(fh)).run([path])
+    best: dict[str, float] = {}
     with LocalBroker(workdir / "broker") as broker:
-        topic = "bench.csv"
-        broker.create_topic(topic, partitions=3)
-        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_TOPIC=topic, EDGE_LOG_LEVEL="WARNING")
-        cmd = [sys.executable, "-m", "edge.ingest.cli", "--log-level", "WARNING", "ingest-csv", str(path),
-               "--state-dir", str(workdir / "state-e2e"), "-q"]
-        wall, peak, err = _rss_run(cmd, env)
-        print(f"  command: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap} KAFKA_TOPIC={topic} {' '.join(cmd[1:])}")
-        print("  " + "\n  ".join(line for line in err.splitlines() if "sent" in line or "latency" in line or "time" in line))
-        print(f"  wall {wall:.2f} s (process start to exit, all acked): {rows / wall:,.0f} rows/s; peak RSS {peak / 1024:.0f} MB")
-        ids = {event["detection_id"] for event in read_topic(broker.bootstrap, topic, timeout=60)}
-        print(f"  unique detection ids on the topic: {len(ids):,} of {rows:,}")
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_"))}
+        for r in range(repeat):
+            for mode in (("edge", "bare") if r % 2 == 0 else ("bare", "edge")):
+                topic = f"bench-csv-{mode}-{r}"
+                broker.create_topic(topic, partitions=3)
+                if mode == "edge":
+                    env = dict(base, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_TOPIC=topic)
+                    cmd = [sys.executable, "-m", "edge", "--log-level", "WARNING", "ingest-csv", str(path),
+                           "--state-dir", str(workdir / f"state-e2e-{r}"), "-q"]
+                    wall, peak, err = _rss_run(cmd, env)
+                    print(f"  run {r + 1} edge ingest-csv  {rows / wall:>9,.0f} rows/s  peak RSS {peak / 1024:.0f} MB")
+                    last_topic, last_err = topic, err
+                else:
+                    cmd = bare_command(KafkaConfig(bootstrap_servers=broker.bootstrap), events, topic)
+                    wall, peak, _ = _rss_run(cmd, base)
+                    print(f"  run {r + 1} bare producer   {rows / wall:>9,.0f} rows/s")
+                best[mode] = min(best.get(mode, wall), wall)
+        ids = {event["detection_id"] for event in read_topic(broker.bootstrap, last_topic, timeout=60)}
+    print("  " + "\n  ".join(line for line in last_err.splitlines() if "sent" in line or "time" in line))
+    print(f"  edge ingest-csv, process start to exit, all acked: {rows / best['edge']:,.0f} rows/s (target ≥ 100,000)")
+    print(f"  bare producer, same events pre-serialised:        {rows / best['bare']:,.0f} rows/s")
+    print(f"  ratio edge / bare {best['bare'] / best['edge']:.2f} (target ≥ 0.5)")
+    print(f"  unique detection ids on the last topic: {len(ids):,} of {rows:,}")
 
 
 def bench_rss(path: Path, rows: int) -> None:
     print(f"\n== peak RSS, dry run over {rows:,} rows ({path.stat().st_size / 1e6:.0f} MB)")
-    cmd = [sys.executable, "-m", "edge.ingest.cli", "--log-level", "WARNING", "ingest-csv", str(path), "--dry-run",
+    cmd = [sys.executable, "-m", "edge", "--log-level", "WARNING", "ingest-csv", str(path), "--dry-run",
            "--samples", "0", "-q"]
     wall, peak, _err = _rss_run(cmd, dict(os.environ))
     print(f"  command: {' '.join(cmd[1:])}")
@@ -180,7 +212,7 @@ def main() -> int:
             bench_parse(path, args.rows, args.repeat)
         if "e2e" in what:
             path = write_csv(work / "e2e.csv", args.e2e_rows, seed=2)
-            bench_e2e(path, args.e2e_rows, work)
+            bench_e2e(path, args.e2e_rows, work, args.repeat)
         if "rss" in what:
             path = write_csv(work / "rss.csv", args.rss_rows, seed=3)
             bench_rss(path, args.rss_rows)

@@ -26,7 +26,9 @@ DESCRIPTION = """\
 Ingest perception-layer CSV files (header required; columns frame_number, timestamp_sec, u, v,
 confidence, class_name and optionally vehicle_lat, vehicle_lon, heading, in any order; other columns
 are ignored; .gz files accepted). Every valid row becomes a detection event (same schema as live
-events) that is committed to the spool and sent to Kafka by the flusher; a bad row goes to the
+events) that is produced to Kafka in chunks, each acknowledged before the run's checkpoint moves past
+it (the CSV file is the durable copy); what the broker refuses or does not acknowledge within
+--stall-timeout is committed to the spool and sent by the flusher. A bad row goes to the
 rejects file with its line number and reason and never stops the run. Files of any size are streamed
 with bounded memory (there is no mode that loads a whole file). A run that is interrupted or killed
 continues where it stopped when started again with the same arguments, and a file that is done is
@@ -35,10 +37,21 @@ Without KAFKA_BOOTSTRAP_SERVERS (kafka.bootstrap_servers) events are only spoole
 flusher sends them later."""
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (a usage error, exit 2, otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds and finite: {text!r}")
+    return value
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private _SubParsersAction
     """Register `ingest-csv` on the CLI's subcommands."""
     p = subparsers.add_parser(
-        "ingest-csv", help="ingest perception-layer CSV files through the spool into Kafka (resumable)",
+        "ingest-csv", help="ingest perception-layer CSV files into Kafka (resumable; the spool holds what it refuses)",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV file (.csv or gzip-compressed)")
@@ -55,6 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - argpars
     p.add_argument("--force", action="store_true", help="ingest again files already done (same ids: no new events downstream)")
     p.add_argument("--drain-timeout", type=float, default=120.0, metavar="S",
                    help="with Kafka: wait up to S seconds for every event to be acknowledged (default 120)")
+    p.add_argument("--stall-timeout", type=_seconds, default=10.0, metavar="S",
+                   help="with Kafka: when the broker acknowledges nothing for S seconds, the rest goes through the "
+                        "spool and the flusher (default 10)")
     p.add_argument("--workers", type=int, default=2, help="conversion threads (default 2)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_ingest_csv)
@@ -171,6 +187,7 @@ def _run_files(ingest: Ingest, files: list[str], progress: Progress) -> list[Fil
 def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[str], missing: bool) -> int:
     from edge.delivery import Delivery
     from edge.ingest.checkpoint import Checkpoints
+    from edge.ingest.direct import DirectWriter
     from edge.ingest.sinks import SpoolWriter
 
     stop = threading.Event()
@@ -182,9 +199,15 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
             contextlib.closing(Checkpoints(Path(cfg.state.state_dir) / "ingest-progress.db")) as checkpoints:
         # waiting for room is bounded: a disk that stays full stops the run (resumable) instead of hanging it
         room = delivery.sink(live=False, room_timeout=cfg.spool.block_timeout_s, stop=stop)
-        sink = SpoolWriter(room, stop)
+        sink = spooled = SpoolWriter(room, stop)
+        if delivery.flusher is not None:  # with a broker: straight to Kafka, the spool only for what it refuses
+            sink = DirectWriter(cfg.kafka, spooled, delivery.metrics, stop, stall_s=args.stall_timeout)
         with stop_on_signals(stop, (signal.SIGINT, signal.SIGTERM), "finishing the current chunk, then stopping") as signals:
-            reports = _run_files(Ingest(opts, sink, checkpoints, progress, stop), files, progress)
+            try:
+                reports = _run_files(Ingest(opts, sink, checkpoints, progress, stop), files, progress)
+            finally:
+                if sink is not spooled:
+                    sink.close()
             if delivery.flusher is not None and not stop.is_set():
                 drained = delivery.flusher.drain(args.drain_timeout)
         elapsed = time.monotonic() - t0

@@ -1,4 +1,5 @@
-"""Where converted CSV events go: the durable spool, or nowhere (dry run: count, sample, optionally print)."""
+"""Where converted CSV events go: the durable spool, or nowhere (dry run: count, sample, optionally print); straight
+to Kafka is edge.ingest.direct."""
 
 from __future__ import annotations
 
@@ -29,10 +30,15 @@ class SpoolWriter:
         self.appended = 0
 
     def write(self, batch: Batch, ctx: FileContext) -> None:
-        from edge.spool import SpoolFull, SpoolItem
+        from edge.spool import SpoolItem
 
         now = time.time()
-        items = [SpoolItem(ctx.vehicle_id, value, det_id, now) for _line, value, det_id, _captured in batch.events()]
+        self.append([SpoolItem(ctx.vehicle_id, value, det_id, now) for _line, value, det_id, _captured in batch.events()])
+
+    def append(self, items: list) -> None:
+        """Append `items`, waiting for room as write() does (Stopped when a stop comes while waiting)."""
+        from edge.spool import SpoolFull
+
         waited = False
         while items:
             try:

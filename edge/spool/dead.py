@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import sqlite3
 import threading
@@ -186,7 +185,7 @@ class DeadLetters:
             if record is None:
                 bad.append((row[0], why))
             elif record.seq in leased:
-                out.append(dataclasses.replace(record, attempts=leased[record.seq]))
+                out.append(record._replace(attempts=leased[record.seq]))
             else:
                 out.append(record)
         if bad:

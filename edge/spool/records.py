@@ -6,6 +6,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from edge.clock import parse_iso_time
 from edge.types import SCHEMA_VERSION, DetectionEvent
@@ -58,9 +59,9 @@ class SpoolItem:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolRecord:
-    """What the flusher reads: an item with its place in the spool."""
+class SpoolRecord(NamedTuple):
+    """What the flusher reads: an item with its place in the spool. A named tuple, not a dataclass: the flusher
+    reads hundreds of thousands a second, and a tuple is built in a fifth of a frozen dataclass's time."""
 
     seq: int  # increasing, oldest first
     key: str
@@ -112,7 +113,8 @@ class WalLoss:
     lost: int  # pending or dead events the mark counted that are gone
 
 
-def checksum(key: bytes, value: bytes, detection_id: bytes, schema_version: int, captured_at: float) -> int:
+def checksum(key: bytes, value: bytes, detection_id: bytes, schema_version: int, captured_at: float,
+             _pack=_CRC_HEADER.pack, _crc=_crc32) -> int:  # noqa: ANN001 - bound at definition: called per record
     """CRC32 over value, key, detection id and the fixed fields (TypeError/struct.error on wrong types)."""
-    header = _CRC_HEADER.pack(len(key), len(detection_id), schema_version, captured_at)
-    return _crc32(header, _crc32(detection_id, _crc32(key, _crc32(value))))
+    return _crc(_pack(len(key), len(detection_id), schema_version, captured_at),
+                _crc(detection_id, _crc(key, _crc(value))))

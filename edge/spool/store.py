@@ -307,16 +307,17 @@ class Spool(GroupCommit, DeadLetters, Transactions):
         return out
 
     def _accept(self, rows: list[tuple], out: list[SpoolRecord], bad: list[tuple[int, str]]) -> None:
-        for row in rows:
+        leased, evicting, acking, decode, keep = self._leased, self._evicting, self._acking, row_to_record, out.append
+        for row in rows:  # per leased record: locals only (the flusher's drain rate depends on this loop)
             seq = row[0]
-            if seq in self._leased or seq in self._evicting or seq in self._acking:
+            if seq in leased or seq in evicting or seq in acking:
                 continue
-            record, _, why = row_to_record(row, attempts_bump=1)
+            record, _, why = decode(row, 1)
             if record is None:
                 bad.append((seq, why))
                 continue
-            self._leased[seq] = record.attempts
-            out.append(record)
+            leased[seq] = record.attempts
+            keep(record)
 
     def ack(self, seqs: Iterable[int]) -> None:
         """Kafka acknowledged these: delete them (in the next group commit)."""
@@ -324,10 +325,12 @@ class Spool(GroupCommit, DeadLetters, Transactions):
         if not seqs:
             return
         with self._state:
+            leased, released = self._leased, self._released
             for s in seqs:
-                self._leased.pop(s, None)
-                self._released.pop(s, None)
-                self._acking.add(s)
+                leased.pop(s, None)
+                if released:
+                    released.pop(s, None)
+            self._acking.update(seqs)
         with self._cv:
             self._acks.extend(seqs)
             if self._work_since is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from tests.support import wait_until
 
 FLUSHER_LOG = "edge.sinks.kafka"
 EVENTS = 60_000
+CSV_ROWS = 200_000  # straight to Kafka a CSV run is fast: enough chunks that the swap always lands mid-run
 RECREATED = "kafka producer unusable"  # the flusher's one line per recreation
 # From the new broker's start to the first delivery: its start and the topic's creation, up to two statistics
 # intervals to see a stuck producer id, a new producer's connection. The old behaviour: message.timeout.ms (30 s).
@@ -112,23 +114,35 @@ def _write_csv(path: Path, rows: int) -> Path:
     return path
 
 
+def _checkpointed(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return bool(con.execute("SELECT max(rows) FROM progress").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
 def test_ingest_csv_exits_0_across_a_replaced_broker(brokers, tmp_path):
-    # given an ingest-csv run whose drain is slowed down (small window, long linger) so the swap lands mid-drain
+    # given an ingest-csv run slowed down (long linger: each chunk waits for its acknowledgements) so the swap lands
+    # mid-run: the chunk in flight stalls, goes to the spool with the rest, and the flusher delivers it
     topic = brokers.create_topic(f"test-{uuid.uuid4().hex[:12]}")
     conf = tmp_path / "edge.toml"
     conf.write_text("[kafka]\nmax_in_flight = 2000\nlinger_ms = 100\nbackoff_max_s = 2.0\n", encoding="utf-8")
-    csv = _write_csv(tmp_path / "drive.csv", EVENTS)
+    csv = _write_csv(tmp_path / "drive.csv", CSV_ROWS)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=brokers.bootstrap, KAFKA_TOPIC=topic)
     cmd = [sys.executable, "-m", "edge", "--log-level", "INFO", "ingest-csv", str(csv),
-           "--config", str(conf), "--state-dir", str(tmp_path / "state"), "-q", "--drain-timeout", "120"]
+           "--config", str(conf), "--state-dir", str(tmp_path / "state"), "-q", "--drain-timeout", "120",
+           "--stall-timeout", "3", "--workers", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
     try:
-        wait_until(lambda: any("connected, draining" in ln for ln in lines) or proc.poll() is not None,
-                   "the run to deliver something (or end)", 120)
+        wait_until(lambda: _checkpointed(tmp_path / "state" / "ingest-progress.db") or proc.poll() is not None,
+                   "the run to deliver a first chunk (or end)", 120, every=0.005)
         assert proc.poll() is None, "the run ended before the broker could be replaced:\n" + "".join(lines)
         # when the broker is replaced by a fresh one on the same address
         brokers.stop()
@@ -147,7 +161,7 @@ def test_ingest_csv_exits_0_across_a_replaced_broker(brokers, tmp_path):
     m = re.search(r"acked ([\d,]+)\s+failed [\d,]+\s+pending in spool ([\d,]+)", out)
     assert m, f"no delivery summary:\n{out[-4000:]}"
     acked, pending = (int(g.replace(",", "")) for g in m.groups())
-    assert (acked, pending) == (EVENTS, 0), f"acked {acked}, pending {pending}:\n{out[-4000:]}"
+    assert (acked, pending) == (CSV_ROWS, 0), f"acked {acked}, pending {pending}:\n{out[-4000:]}"
     assert sum(RECREATED in ln for ln in lines) == 1, f"recreation not logged once:\n{out[-4000:]}"
     got = consume_until(brokers.bootstrap, topic, (), deadline_s=10, idle_after_s=2.0)
     assert got.count > 0, "nothing reached the new broker: the swap did not land mid-drain"

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(LOGGER)
 
 
+_VERSION_HEADERS = {v: ("schema_version", str(v)) for v in range(1, 8)}  # built once, not per event
+
+
 class Step(enum.Enum):
     """What one `step()` did: produced something, found nothing to do, or failed (back off)."""
 
@@ -258,15 +261,17 @@ class KafkaFlusher(DeliveryReports):
         Returns (produced, None) or (produced, STOP: failed, back off | SKIPPED: halted to isolate one)."""
         produce, topic, inflight = self._producer.produce, self.cfg.topic, self._inflight
         report, partial, ct, solo = self._report, functools.partial, self._headers_ct, self._solo
+        versions = _VERSION_HEADERS
         produced = 0
         for i, rec in enumerate(records):
             seq = rec.seq
             if solo and seq in solo:
                 return produced + self._produce_solo(records, i), _Produced.SKIPPED
             inflight[seq] = rec
+            version = versions.get(rec.schema_version) or ("schema_version", str(rec.schema_version))
             try:
-                produce(topic, rec.value, rec.key, headers=[("detection_id", rec.detection_id),
-                        ("schema_version", str(rec.schema_version)), ct], on_delivery=partial(report, seq))
+                produce(topic, rec.value, rec.key, headers=[("detection_id", rec.detection_id), version, ct],
+                        on_delivery=partial(report, seq))
                 produced += 1
             except (BufferError, KafkaException, TypeError, ValueError) as exc:
                 del inflight[seq]

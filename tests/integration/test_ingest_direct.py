@@ -1,0 +1,83 @@
+"""`edge ingest-csv` straight to Kafka (edge.ingest.direct) when the broker is not there, or goes away mid-run:
+nothing lost, what was not acknowledged is in the spool, and the flusher delivers it once the broker is back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from edge.localkafka.topic import read_topic
+from tests.integration.command_helpers import edge_env, pending
+from tests.support import wait_until
+
+HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
+
+
+def _csv(path: Path, rows: int) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(HEADER + "\n")
+        for i in range(rows):
+            fh.write(f"{i // 2},{i / 60:.3f},{i % 1920}.5,{i % 1080}.25,0.{5000 + i % 4999},"
+                     f"{'stop sign' if i % 3 else 'traffic light'},43.{700000 + i},-79.{300000 + i},{i % 3600 / 10:.1f}\n")
+    return path
+
+
+def _cmd(csv: Path, state: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "edge", "ingest-csv", str(csv), "--state-dir", str(state), *extra]
+
+
+def test_an_unreachable_broker_leaves_every_event_in_the_spool(tmp_path: Path):
+    rows = 5000
+    csv, state = _csv(tmp_path / "drive.csv", rows), tmp_path / "state"
+    env = edge_env() | {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "KAFKA_TOPIC": "t"}  # port 9: nothing listens
+    proc = subprocess.run(_cmd(csv, state, "--stall-timeout", "1", "--drain-timeout", "2"), env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, f"not delivered is exit 1, got {proc.returncode}: {proc.stderr[-2000:]}"
+    assert "go through the spool" in proc.stderr, f"the switch to the spool is logged: {proc.stderr[-2000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert pending(state) == rows, f"every event of the file waits in the spool: {pending(state)} of {rows}"
+    again = subprocess.run(_cmd(csv, state, "--stall-timeout", "1", "--drain-timeout", "1"), env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert "already ingested" in again.stderr, f"the file is done (its events are safe): {again.stderr[-1500:]}"
+    assert pending(state) == rows, f"a rerun adds nothing to the spool: {pending(state)}"
+
+
+@pytest.fixture
+def proxied(proxied_broker):
+    proxied_broker.proxy.restore()
+    yield proxied_broker
+    proxied_broker.proxy.restore()
+
+
+def test_a_broker_cut_mid_run_loses_nothing_and_the_flusher_sends_the_rest(proxied, tmp_path: Path):
+    rows = 60_000
+    csv, state = _csv(tmp_path / "drive.csv", rows), tmp_path / "state"
+    topic = proxied.create_topic()
+    env = edge_env() | {"KAFKA_BOOTSTRAP_SERVERS": proxied.bootstrap, "KAFKA_TOPIC": topic}
+    proc = subprocess.Popen(_cmd(csv, state, "--stall-timeout", "2", "--workers", "1"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        progress = state / "ingest-progress.db"
+        wait_until(lambda: progress.exists() or proc.poll() is not None, "the first checkpoint", 60, every=0.005)
+        proxied.proxy.cut()
+        wait_until(lambda: pending(state) > 0 or proc.poll() is not None, "events going to the spool", 60)
+        proxied.proxy.restore()
+        rc = proc.wait(180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        reader.join(10)
+    stderr = "".join(err)
+    assert rc == 0, f"the run delivers everything once the broker is back (exit 0), got {rc}: {stderr[-2500:]}"
+    assert "go through the spool" in stderr, f"the cut sent the rest through the spool: {stderr[-2500:]}"
+    ids = [e["detection_id"] for e in read_topic(proxied.bootstrap, topic, timeout=90)]
+    assert len(set(ids)) == rows, f"every row on the topic: {len(set(ids))} unique ids of {rows}\n{stderr[-1500:]}"
+    assert pending(state) == 0, f"the spool is empty at the end: {pending(state)}"
