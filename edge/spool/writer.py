@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 500  # host parameters per IN (...) list
 _EVICT_LOG_EVERY_S = 10.0
 RETRY_MIN_S, RETRY_MAX_S = 0.05, 1.0  # disk-full retry backoff
+ACK_INTERVAL_S, ACK_BATCH = 0.1, 10_000  # a commit holding only acks/releases: at most this late, or this many
 DISK_RECHECK_S = 1.0  # disk full: how often to look whether there is room again
 _DISK_FULL_EVICT_FACTOR = 1.5  # disk full: pages an append needs per payload byte (row overhead included)
 # Acks arrive as runs of consecutive seqs (the flusher leases in order): one range per run is one b-tree descent
@@ -158,10 +159,13 @@ class GroupCommit:
             if not items and not updates and not barriers:
                 self._cv.wait(self._wait_s(now, None))
                 continue
-            due = self._work_since is not None and now - self._work_since >= self._interval
-            if items >= self._batch or updates >= self._batch or due or barriers or (self._space_wait and self._acks):
+            # acks and releases alone wait longer: losing them in a crash is a redelivery, not a loss, and at drain
+            # rates one commit (an fsync, a mark write, a range delete) per ACK_BATCH acks instead of per 500
+            interval, batch = (self._interval, self._batch) if items else (max(self._interval, ACK_INTERVAL_S), ACK_BATCH)
+            due = self._work_since is not None and now - self._work_since >= interval
+            if items >= self._batch or updates >= batch or due or barriers or (self._space_wait and self._acks):
                 return self._take()
-            self._cv.wait(self._wait_s(now, (self._work_since or now) + self._interval))
+            self._cv.wait(self._wait_s(now, (self._work_since or now) + interval))
 
     def _wait_s(self, now: float, until: float | None) -> float | None:
         stalled = self._space_wait or self._retry_at is not None
