@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import Producer  # noqa: E402
 
+from edge.cli import tune_gc  # noqa: E402
 from edge.config import KafkaConfig  # noqa: E402
 from edge.localkafka.broker import LocalBroker  # noqa: E402
 from edge.localkafka.topic import read_topic  # noqa: E402
@@ -134,6 +135,7 @@ def main() -> int:
     p.add_argument("--dir", help="spool and broker log directory (default: a temporary directory)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    tune_gc()  # as every edge command does
 
     n = args.events
     items = make_items(n, args.vehicles)

@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 GC_GEN0_THRESHOLD = 20_000  # CPython's 700 runs the collector every few hundred delivered events
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Delivery allocates short-lived tuples by the hundred thousand a second (spool rows, records, delivery
     reports) and makes next to no cyclic garbage: with the default gen-0 threshold the collector took about a sixth
     of the flusher's CPU (py-spy, bench/drain_bench.py). What is loaded by now never becomes garbage: frozen."""
@@ -250,7 +250,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level or "INFO")
-    _tune_gc()
+    tune_gc()
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -40,70 +40,104 @@ class Num:
     dot0: np.ndarray  # integer-valued text: JSON needs ".0" appended
 
 
-def _any_rows(mask: np.ndarray) -> np.ndarray:
-    """mask.any(1) for a C-contiguous (n, 8k) bool matrix, a uint64 word at a time (numpy's axis-1
-    reductions over a few columns are slow)."""
-    words = mask.view(np.uint64)
-    out = words[:, 0] != 0
-    for j in range(1, words.shape[1]):
-        out |= words[:, j] != 0
+_GATHER = np.uint64(0x0102040810204080)  # see _bits
+_ZEROS = np.uint64(0x3030303030303030)  # eight b"0"
+_U = np.uint64
+
+
+def _bits(mask: np.ndarray) -> np.ndarray:
+    """A C-contiguous (n, 8k) bool matrix as one uint64 per row, bit j set when column j is: multiplying a word
+    of 0/1 bytes by _GATHER moves byte j's bit to bit 56 + j, and the other products stay below bit 56 or
+    overflow past 63 (no carry reaches the top byte). numpy's packbits along rows is ~20x slower."""
+    words = mask.view("<u8")
+    out = (words[:, 0] * _GATHER) >> _U(56)
+    for k in range(1, words.shape[1]):
+        out |= ((words[:, k] * _GATHER) >> _U(56)) << _U(8 * k)
     return out
 
 
-def _count_rows(mask: np.ndarray) -> np.ndarray:
-    """mask.sum(1) for a C-contiguous (n, 8k) bool matrix: a True byte is one set bit."""
-    words = mask.view(np.uint64)
-    out = np.bitwise_count(words[:, 0]).astype(np.int64)
-    for j in range(1, words.shape[1]):
-        out += np.bitwise_count(words[:, j])
-    return out
+def _high_bit(x: np.ndarray) -> np.ndarray:
+    """Index of the highest set bit of each uint64 below 2**53 (-1 for 0): the float's exponent."""
+    return np.frexp(x.astype(np.float64))[1] - 1
 
 
-_INFIELD = {w: np.arange(w)[::-1][None, :] < np.arange(w + 1)[:, None] for w in (8, 16, 24)}  # [length] -> mask
+def _digit_value(win: np.ndarray, digit: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The last `length` columns of each row as one int64, non-digits read as 0, eight columns at a time: a
+    uint64 word's digit bytes are folded into 2-, 4-, then 8-digit lanes (its first byte the most significant);
+    the columns before the field are cut off by a modulo."""
+    words = np.where(digit, win, np.uint8(48)).view("<u8") - _ZEROS
+    nwords = words.shape[1]
+    full = np.zeros(win.shape[0], np.int64)
+    for k in range(nwords):
+        v = words[:, k]
+        v = (v * _U(10) + (v >> _U(8))) & _U(0x00FF00FF00FF00FF)
+        v = (v * _U(100) + (v >> _U(16))) & _U(0x0000FFFF0000FFFF)
+        v = (v * _U(10000) + (v >> _U(32))) & _U(0xFFFFFFFF)
+        right = 8 * (nwords - 1 - k)  # columns after this word
+        v = v.view(np.int64) % _P10[np.clip(length - right, 0, 8)]
+        full *= 10**8
+        full += v  # more than 19 digits wrap: those rows are not ok anyway
+    return full
 
 
-def numbers(ext: np.ndarray, start: np.ndarray, end: np.ndarray, *, integer: bool = False) -> Num:
-    """Canonical decimal numbers in ext[start:end] (see module docstring); `ext` must have at least 24 bytes
-    of padding before the first start, as windows are right-aligned on each end."""
-    n = start.size
+def numbers(ext: np.ndarray, start: np.ndarray, end: np.ndarray, *, integer: bool | np.ndarray = False) -> Num:
+    """Canonical decimal numbers in ext[start:end] (see module docstring), integers where `integer` (per row or
+    for all); `ext` must have at least 24 bytes of padding before the first start, as windows are right-aligned
+    on each end. Character classes are found on the (n, width) window, then kept as one bitmask per row: the
+    rest is arithmetic on n values."""
+    integer = np.asarray(integer, bool)
     length = end - start
     null = length == 0
     longest = min(max(int(length.max(initial=1)), 1), _NUM_CAP)
     width = (longest + 7) // 8 * 8
     win = windows(ext, end - width, width)  # right-aligned: last char in the last column (ext has left padding)
-    infield = _INFIELD[width][np.minimum(length, width)]
-    c = win - np.uint8(48)
-    isdig = (c < 10) & infield
-    isdot = (win == 46) & infield
-    rows = np.arange(n)
-    firstcol = np.clip(width - length, 0, width - 1)
-    neg = (win[rows, firstcol] == 45) & (length >= 2)
-    bad = infield & ~(isdig | isdot)
-    bad[rows, firstcol] &= ~neg
-    ndots = _count_rows(isdot)
-    frac = np.where(ndots == 1, width - 1 - np.argmax(isdot, 1), 0)
+    first = (width - np.minimum(length, width)).astype(np.uint64)  # column of each text's first character
+    infield = _U((1 << width) - 1) & ~((_U(1) << first) - _U(1))
+    isdig = (win - np.uint8(48)) < 10
+    dot = _bits(win == 46) & infield
+    neg = (ext[start] == 45) & (length >= 2)
+    other = infield & ~_bits(isdig) & ~dot & ~(neg.astype(np.uint64) << first)
+    ndots = np.bitwise_count(dot)
+    frac = np.where(ndots == 1, width - 1 - _high_bit(dot), 0)
     intd = length - frac - ndots - neg
-    lead = win[rows, np.clip(firstcol + neg, 0, width - 1)]
+    lead = ext[start + neg]
     ndig = length - neg - ndots
-    ok = ~_any_rows(bad) & (length <= longest) & (intd >= 1) & ~((lead == 48) & (intd > 1)) & ~null
-    if integer:
-        ok &= (ndots == 0) & ~neg & (ndig <= 18)
-    else:
-        ok &= (ndots <= 1) & ~((ndots == 1) & (frac == 0)) & (ndig <= 15)
+    ok = (other == 0) & (length <= longest) & (intd >= 1) & ~((lead == 48) & (intd > 1)) & ~null
+    as_float = (ndots <= 1) & ~((ndots == 1) & (frac == 0)) & (ndig <= 15)
+    ok &= np.where(integer, (ndots == 0) & ~neg & (ndig <= 18), as_float)
     frac = np.minimum(frac, 18)
-    low_cols = max(0, width - 19)  # int64 holds 19 digits: longer windows are flagged rows anyway
-    full = np.where(isdig[:, low_cols:], c[:, low_cols:], 0).astype(np.int64) @ _P10[width - low_cols - 1 :: -1]
+    full = _digit_value(win, isdig, length)
     low = full % _P10[frac]
     mant = np.where(ndots == 1, low + (full - low) // 10, full)
     value = mant.astype(np.float64) / _F10[frac]
     value = np.where(neg, -value, value)
-    if not integer:
-        ok &= (value == 0) | (np.abs(value) >= 1e-4)
-    # trailing zeros of the fraction, keeping one digit after the dot
-    nonzero = (win != 48) | ~infield
-    zeros = np.argmax(nonzero[:, ::-1], 1)
+    ok &= integer | (value == 0) | (np.abs(value) >= 1e-4)  # repr() writes smaller floats with an exponent
+    # trailing zeros of the fraction, keeping one digit after the dot (which is not a zero)
+    zeros = width - 1 - _high_bit(_bits(win != 48) & infield)
     cut = np.where(ndots == 1, np.minimum(zeros, frac - 1), 0)
-    return Num(ok, null, value, length - np.maximum(cut, 0), (ndots == 0) & (not integer))
+    return Num(ok, null, value, length - np.maximum(cut, 0), (ndots == 0) & ~integer)
+
+
+def number_columns(ext: np.ndarray, spans: dict[str, tuple[np.ndarray, np.ndarray]],
+                   integer: tuple[str, ...] = ()) -> dict[str, Num]:
+    """`numbers` of several columns (span: start and end arrays), those of the same window width in one call:
+    fewer, larger numpy operations (each has a fixed cost of a few microseconds)."""
+    groups: dict[int, list[str]] = {}
+    for col, (start, end) in spans.items():
+        longest = min(max(int((end - start).max(initial=1)), 1), _NUM_CAP)
+        groups.setdefault((longest + 7) // 8 * 8, []).append(col)
+    out = {}
+    for cols in groups.values():
+        sizes = [spans[c][0].size for c in cols]
+        flags = np.repeat([c in integer for c in cols], sizes)
+        num = numbers(ext, np.concatenate([spans[c][0] for c in cols]), np.concatenate([spans[c][1] for c in cols]),
+                      integer=flags)
+        at = 0
+        for col, size in zip(cols, sizes):
+            part = slice(at, at + size)
+            out[col] = Num(num.ok[part], num.null[part], num.value[part], num.text_len[part], num.dot0[part])
+            at += size
+    return out
 
 
 def iso_ms(epoch: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.ingest.columns import Num, few_unique, iso_ms, numbers, sview, windows
+from edge.ingest.columns import Num, few_unique, iso_ms, number_columns, sview, windows
 from edge.ingest.ids import IdMaker
 from edge.ingest.rows import _WS, MAX_EPOCH, FileContext, Header, class_name_problem
 from edge.ingest.template import GPS_VALUES, check_template, class_values, segments
@@ -55,13 +55,18 @@ class _Fields:
     spans: dict[str, tuple[np.ndarray, np.ndarray]]  # column -> (start, end) of each row's text in ext
 
 
-def _span(arr: np.ndarray, sep: np.ndarray, line_starts: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) in ext of every row's field j; a CR before the newline is not part of the last field."""
-    start = line_starts if j == 0 else sep[:, j - 1] + 1
-    end = sep[:, j].copy()
-    if j == sep.shape[1] - 1:
-        end -= (arr[np.maximum(end - 1, 0)] == 13) & (end > start)
-    return start + _PAD, end + _PAD
+def _spans(arr: np.ndarray, sep: np.ndarray, line_starts: np.ndarray, index: dict[str, int]) -> dict:
+    """(start, end) in ext of every row's field of each column (a row of two (width, n) matrices: a few numpy
+    operations for all columns); a CR before the newline is not part of the last field."""
+    width, n = sep.shape[1], sep.shape[0]
+    starts, ends = np.empty((width, n), np.int64), np.empty((width, n), np.int64)
+    np.add(line_starts, _PAD, out=starts[0])
+    np.add(sep.T[:-1], _PAD + 1, out=starts[1:])
+    np.add(sep.T, _PAD, out=ends)
+    if 13 in arr[sep[:, -1] - 1]:  # some line ends with CRLF (a newline at 0 reads the chunk's last byte, a newline)
+        last = ends[-1]
+        last -= (arr[np.maximum(last - _PAD - 1, 0)] == 13) & (last > starts[-1])
+    return {col: (starts[j], ends[j]) for col, j in index.items()}
 
 
 def _valid(nums: dict[str, Num], epoch: np.ndarray) -> np.ndarray:
@@ -83,16 +88,20 @@ def _valid(nums: dict[str, Num], epoch: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _number_texts(x: Num | None, span: tuple | None, rows: np.ndarray, null_at: int) -> tuple:
-    """(start in ext, length, rows needing ".0" or None) of a number column's JSON text in each accepted row;
-    "null" where the text is empty or the column absent."""
+def _number_texts(x: Num | None, span: tuple | None, rows: np.ndarray, n: int, ext: np.ndarray, null_at: int) -> tuple:
+    """(text, length, rows needing ".0" or None) of a number column's JSON text in each accepted row (`rows` of
+    the chunk's n): texts as fixed-width items taken from ext, padded with what follows them there; "null"
+    where the text is empty or the column absent."""
     m = rows.size
     if x is None or span is None:
-        return np.full(m, null_at), np.full(m, 4), None
-    start = np.where(x.null[rows], null_at, span[0][rows])
-    length = np.where(x.null[rows], 4, x.text_len[rows])
-    dot0 = x.dot0[rows] & ~x.null[rows]
-    return start, length + 2 * dot0, dot0 if dot0.any() else None
+        return np.full(m, b"null", "S4"), np.full(m, 4), None
+    null, text_len, dot0, start = x.null, x.text_len, x.dot0, span[0]
+    if m < n:  # else every row is accepted: no gather
+        null, text_len, dot0, start = null[rows], text_len[rows], dot0[rows], start[rows]
+    dot0 = dot0 & ~null
+    start = np.where(null, null_at, start)
+    length = np.where(null, 4, text_len + 2 * dot0)
+    return sview(ext, int(length.max(initial=1)))[start], length, dot0 if dot0.any() else None
 
 
 class FastPath:
@@ -141,8 +150,8 @@ class FastPath:
         fields = self._split(chunk)
         if fields is None:
             return None
-        nums = {col: numbers(fields.ext, *span, integer=(col == "frame_number"))
-                for col, span in fields.spans.items() if col != "class_name"}
+        nums = number_columns(fields.ext, {col: span for col, span in fields.spans.items() if col != "class_name"},
+                              integer=("frame_number",))
         epoch = self.ctx.start_time + nums["timestamp_sec"].value
         codes, classes, good_class = self._classes(fields)
         ok = _valid(nums, epoch) & good_class
@@ -152,7 +161,7 @@ class FastPath:
         if rows.size:
             out.ids = self.ids.hex_ids(first_line + rows)
             segs = self._segment_data(out, fields, nums, codes, classes, ingested_at)
-            out.buffer, out.data, out.starts = self._lay_out(segs, rows.size, fields.ext)
+            out.buffer, out.data, out.starts = self._lay_out(segs, rows.size)
         return out
 
     def _split(self, chunk: bytes) -> _Fields | None:
@@ -173,8 +182,7 @@ class FastPath:
         ext[_PAD : _PAD + arr.size] = arr
         null_at = _PAD + arr.size
         ext[null_at : null_at + 4] = np.frombuffer(b"null", np.uint8)
-        spans = {col: _span(arr, sep, line_starts, j) for col, j in self.header.index.items()}
-        return _Fields(ext, null_at, line_starts, sep[:, -1], spans)
+        return _Fields(ext, null_at, line_starts, sep[:, -1], _spans(arr, sep, line_starts, self.header.index))
 
     def _classes(self, fields: _Fields) -> tuple[np.ndarray, list[dict[str, bytes] | None], np.ndarray]:
         """Each row's class code, the "class" values of each code (None: for the exact path), and the rows
@@ -192,7 +200,7 @@ class FastPath:
     def _segment_data(self, out: FastChunk, fields: _Fields, nums: dict[str, Num], codes: np.ndarray,
                       classes: list, ingested_at: str) -> list[tuple]:
         """Every template segment with its data for the accepted rows: ("const", bytes), ("fixed", (m, w)
-        matrix), ("table", S<w> texts, lengths) or ("text", starts in ext, lengths, ".0" rows)."""
+        matrix), ("table", S<w> texts, lengths) or ("text", S<w> texts, lengths, ".0" rows)."""
         rows, m = out.rows, out.rows.size
         fixed = {"id": lambda: out.ids, "iso": lambda: iso_ms(out.captured)}
         positioned = np.ones(m, bool)
@@ -203,11 +211,16 @@ class FastPath:
             "gps": ([GPS_VALUES[False], GPS_VALUES[True]], positioned.astype(np.intp)),
         }
         segs: list[tuple] = []
+        found: dict[str, tuple] = {}
+        n = fields.line_starts.size
         for kind, what in segments(self.ctx, ingested_at):
             if kind == "const":
                 segs.append(("const", what))
-            elif kind == "text":
-                segs.append(("text", *_number_texts(nums.get(what), fields.spans.get(what), rows, fields.null_at)))
+            elif kind == "text":  # u and v are written twice: their texts are found once
+                if what not in found:
+                    found[what] = _number_texts(nums.get(what), fields.spans.get(what), rows, n, fields.ext,
+                                                fields.null_at)
+                segs.append(("text", *found[what]))
             elif kind == "fixed":
                 parts = [np.broadcast_to(np.frombuffer(p, np.uint8), (m, len(p))) if isinstance(p, bytes) else fixed[p]()
                          for p in what]
@@ -220,7 +233,7 @@ class FastPath:
                 segs.append(("table", table[code], lengths[code]))
         return segs
 
-    def _lay_out(self, segs: list[tuple], m: int, ext: np.ndarray) -> tuple[np.ndarray, memoryview, np.ndarray]:
+    def _lay_out(self, segs: list[tuple], m: int) -> tuple[np.ndarray, memoryview, np.ndarray]:
         """The m rows written segment by segment into a buffer: (buffer, its JSON lines, row starts)."""
         lens = [_seg_len(s) for s in segs]
         total = np.zeros(m, np.int64)
@@ -231,15 +244,15 @@ class FastPath:
         size = int(starts[-1] + total[-1])
         out = self._buffer(size + max(256, max(_seg_width(s) for s in segs)))
         # the last segment first: its padding lands on the next row's start, written later
-        _write(out, segs[-1], starts + total - lens[-1], ext)
+        _write(out, segs[-1], starts + total - lens[-1])
         pos = starts.copy()
         for s, n in zip(segs[:-1], lens[:-1]):
-            _write(out, s, pos, ext)
+            _write(out, s, pos)
             pos += n
         return out, memoryview(out)[:size], starts
 
 
-def _write(out: np.ndarray, s: tuple, pos: np.ndarray, ext: np.ndarray) -> None:
+def _write(out: np.ndarray, s: tuple, pos: np.ndarray) -> None:
     """Segment `s` of every row into `out` at `pos` (fixed-width items: padding past a short text)."""
     kind = s[0]
     if kind == "fixed":
@@ -250,9 +263,8 @@ def _write(out: np.ndarray, s: tuple, pos: np.ndarray, ext: np.ndarray) -> None:
     elif kind == "table":
         sview(out, s[1].dtype.itemsize)[pos] = s[1]
     else:
-        start, length, dot0 = s[1], s[2], s[3]
-        w = int(length.max())
-        sview(out, w)[pos] = sview(ext, w)[start]
+        text, length, dot0 = s[1], s[2], s[3]
+        sview(out, text.dtype.itemsize)[pos] = text
         if dot0 is not None:
             sview(out, 2)[(pos + length - 2)[dot0]] = b".0"
 
@@ -264,9 +276,7 @@ def _seg_width(s: tuple) -> int:
         return s[1].shape[1]
     if kind == "const":
         return len(s[1])
-    if kind == "table":
-        return s[1].dtype.itemsize
-    return int(s[2].max())
+    return s[1].dtype.itemsize  # table, text
 
 
 def _seg_len(s: tuple) -> np.ndarray | int:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.clock import iso_utc
-from edge.ingest.columns import iso_ms
+from edge.ingest.columns import iso_ms, number_columns, numbers
 from edge.ingest.convert import Converter
 from edge.ingest.fast import FastPath
 from edge.ingest.rows import FileContext, parse_header
@@ -101,3 +101,29 @@ def test_half_positions_and_control_characters_leave_the_vectorised_path():
     assert reasons == [(2, "vehicle_lon: empty while vehicle_lat is given (a position needs both, or neither)"),
                        (3, "class_name: contains the control character '\\x1b'")], reasons
     assert reasons == [(r.line, r.reason) for r in exact.rejects] and fast.accepted == exact.accepted == 1, "paths agree"
+
+
+def test_number_columns_equal_float_and_numbers_one_column_at_a_time():
+    # columns of different widths (grouped into one numpy pass per width) and one integer column
+    ints = ["7", "12", "007", "-3", "1.5", "", "123456789012345678"]
+    cols = {"a": TRICKY, "b": [t[:7] for t in TRICKY], "c": ints}
+    texts = [t for col in cols.values() for t in col]
+    data = ("," + ",".join(texts) + "\n").encode()
+    ext = np.zeros(64 + len(data) + 64, np.uint8)
+    ext[64 : 64 + len(data)] = np.frombuffer(data, np.uint8)
+    spans, at = {}, 65
+    for col, values in cols.items():
+        lengths = np.array([len(v.encode()) for v in values], np.int64)
+        start = at + np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+        spans[col] = (start, start + lengths)
+        at += int((lengths + 1).sum())
+    got = number_columns(ext, spans, integer=("c",))
+    for col, values in cols.items():
+        one = numbers(ext, *spans[col], integer=(col == "c"))
+        assert (got[col].ok == one.ok).all() and (got[col].null == one.null).all()
+        for i, text in enumerate(values):
+            if one.ok[i]:
+                assert got[col].value[i] == float(text), text
+                assert got[col].text_len[i] == one.text_len[i] and got[col].dot0[i] == one.dot0[i]
+                assert float(text[: one.text_len[i]]) == float(text), text  # only trailing zeros are cut
+    assert got["c"].ok.tolist() == [True, True, False, False, False, False, True]
