@@ -17,6 +17,7 @@ bench: $(VENV)/.ready
 	$(VENV)/bin/python bench/replay_fps.py
 	$(VENV)/bin/python bench/spool_bench.py
 	$(VENV)/bin/python bench/drain_bench.py
+	$(VENV)/bin/python bench/flush_bench.py
 	$(VENV)/bin/python bench/csv_bench.py
 
 $(VENV)/.ready: pyproject.toml install.sh

@@ -69,6 +69,7 @@ def test_an_unreachable_broker_exits_1_and_keeps_every_event(old_state: Path):
     last = proc.stderr.strip().splitlines()[-1]
     assert f"{FIXTURE_PENDING} events not delivered within 3 s" in last and "stay in the spool" in last, \
         f"the last line should say what was not delivered and where it is: {last!r}"
+    assert "127.0.0.1:9 unreachable (" in last, f"the last line should name the broker and why it failed: {last!r}"
     assert "Traceback" not in proc.stderr, f"no traceback: {proc.stderr[-2000:]}"
     assert pending(old_state) == FIXTURE_PENDING, "every pending event is still in the spool"
 

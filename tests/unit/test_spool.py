@@ -407,3 +407,11 @@ def test_from_event() -> None:
     assert item.value == event.to_json().encode(), "value is the event JSON"
     assert item.captured_at == pytest.approx(1714564800.5), f"captured_at {item.captured_at}"
     assert item.schema_version == event.schema_version, "schema_version carried over"
+
+
+def test_acks_are_deleted_as_runs_of_consecutive_seqs():
+    from edge.spool.writer import runs
+
+    assert runs([]) == [], "no acks, no ranges"
+    assert runs([5, 3, 4, 4, 9, 1]) == [(1, 1), (3, 5), (9, 9)], "sorted, distinct, consecutive seqs joined"
+    assert runs(range(10, 20)) == [(10, 19)], "one range for a contiguous lease"
