@@ -226,11 +226,11 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
                      "(KAFKA_BOOTSTRAP_SERVERS): they wait in the spool for the daemon's flusher")
     else:
         sent, acked, failed = snap.get("sent", 0), snap.get("acked", 0), snap.get("failed", 0)
-        rate = 100.0 * acked / accepted if accepted else 100.0
+        rate = 100.0 * acked / accepted if accepted else 100.0  # acked: straight from the file or through the spool
         lines += [
             f"  sent      {sent:>12,}   acked {acked:,}   failed {failed:,}   pending in spool {stats.depth:,}",
-            f"  success rate {rate:.2f} % (acked / valid rows spooled by this run)",
-            "  delivery latency (spooled → acked) p50 {:.0f} ms, p99 {:.0f} ms".format(
+            f"  success rate {rate:.2f} % (acked / valid rows of this run)",
+            "  delivery latency (chunk sent or event spooled → acked) p50 {:.0f} ms, p99 {:.0f} ms".format(
                 _ms(snap, "p50"), _ms(snap, "p99")),
         ]
         if not drained:

@@ -111,8 +111,27 @@ class DirectWriter:
 
     def close(self) -> None:
         """Nothing is in flight between batches; the purge only drops what an interrupted batch left."""
-        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-        self._producer.flush(0)
+        self._drop_queued()
+
+    def _poll(self, timeout: float) -> None:
+        """Serve reports. confluent-kafka raises a fatal error from the poll that serves it: noted, and the batch
+        waiting on it goes to the spool."""
+        try:
+            self._producer.poll(timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if err is not None and hasattr(err, "fatal") and err.fatal():
+                self._fatal = self._fatal or err.str()
+            else:
+                log.warning("kafka client error: %s", exc)
+
+    def _drop_queued(self) -> None:
+        """Purge what librdkafka still holds (its reports say purged); a producer that failed fatally may raise."""
+        try:
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self._producer.flush(0)
+        except KafkaException as exc:
+            log.debug("kafka: purge after %s", exc)
 
     # ------------------------------------------------------------------ one batch
 
@@ -133,14 +152,14 @@ class DirectWriter:
                     continue
                 return produced, True
             produced += 1
-        self._producer.poll(0)
+        self._poll(0)
         return produced, False
 
     def _room(self, reports: _Reports, again: Callable[[], None]) -> bool:
         """Serve reports until `again()` finds room; False when no report came for `stall_s` (or a fatal error)."""
         last, seen = time.monotonic(), reports.acked + len(reports.failed)
         while True:
-            self._producer.poll(POLL_S)
+            self._poll(POLL_S)
             done = reports.acked + len(reports.failed)
             if done > seen:
                 last, seen = time.monotonic(), done
@@ -167,7 +186,7 @@ class DirectWriter:
         """Serve reports until every produced event has one; False when none came for `stall_s`."""
         last, seen = time.monotonic(), 0
         while reports.acked + len(reports.failed) < produced:
-            self._producer.poll(POLL_S)
+            self._poll(POLL_S)
             done = reports.acked + len(reports.failed)
             if done > seen:
                 last, seen = time.monotonic(), done
@@ -180,10 +199,14 @@ class DirectWriter:
     def _give_up(self, batch: Batch, ctx: FileContext, reports: _Reports) -> None:
         """The broker stalled: drop what librdkafka holds and spool the whole batch (what it did acknowledge comes
         twice: same ids). From now on every batch goes through the spool and the flusher."""
-        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-        self._producer.flush(0)
-        why = self._fatal or (f"no acknowledgement for {self.stall_s:g} s" + (
-            f" ({', '.join(reports.errors)})" if reports.errors else ""))
+        self._drop_queued()
+        if self._fatal:
+            why = self._fatal
+        elif self.stop.is_set():
+            why = "stopping before this chunk was acknowledged"
+        else:
+            why = f"no acknowledgement for {self.stall_s:g} s" + (
+                f" ({', '.join(reports.errors)})" if reports.errors else "")
         log.warning("kafka %s: %s; this batch and the rest go through the spool (the flusher sends them when it can)",
                     self.cfg.bootstrap_servers, why)
         self.direct = False

@@ -27,6 +27,19 @@ def pending(state: Path, what: str = "count(*)") -> int:
         con.close()
 
 
+def checkpointed_rows(state: Path) -> int:
+    """Rows `edge ingest-csv` has checkpointed in `state` (read-only); 0 before its progress table exists."""
+    db = state / "ingest-progress.db"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            row = con.execute("SELECT max(rows) FROM progress").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0) if row else 0
+
+
 def number(pattern: str, text: str) -> int:
     """The integer the regex's first group finds in `text` (thousands separators allowed); fails if absent."""
     found = re.search(pattern, text)

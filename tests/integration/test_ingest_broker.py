@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from edge.localkafka.broker import LocalBroker
 from edge.localkafka.topic import read_topic
+from tests.integration.command_helpers import checkpointed_rows
 from tests.support import wait_until
 
 ROWS = 100_000
@@ -73,17 +73,6 @@ def test_100k_rows_arrive_once_and_reruns_add_no_ids(tansu, kafka_topic, csv_100
     assert len(set(ids)) == ROWS, "a rerun must not create new ids"
 
 
-def _progress_rows(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            row = con.execute("SELECT max(rows) FROM progress").fetchone()
-    except sqlite3.Error:
-        return 0
-    return int(row[0] or 0) if row else 0
-
-
 def test_kill_9_half_way_then_rerun_gives_every_id_once(tansu, kafka_topic, csv_100k, tmp_path):
     broker, topic, state = tansu, kafka_topic, tmp_path / "state"
     env = _env(broker, topic)
@@ -91,7 +80,7 @@ def test_kill_9_half_way_then_rerun_gives_every_id_once(tansu, kafka_topic, csv_
     proc = subprocess.Popen(_cmd(csv_100k, state, "--workers", "1"), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: _progress_rows(state / "ingest-progress.db") >= ROWS // 3 or proc.poll() is not None,
+        wait_until(lambda: checkpointed_rows(state) >= ROWS // 3 or proc.poll() is not None,
                    "a third of the rows to be checkpointed", 120, every=0.005)
     except AssertionError:
         proc.kill()
@@ -100,7 +89,7 @@ def test_kill_9_half_way_then_rerun_gives_every_id_once(tansu, kafka_topic, csv_
     assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stderr.read() if proc.stderr else ''}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
-    done = _progress_rows(state / "ingest-progress.db")
+    done = checkpointed_rows(state)
     assert ROWS // 3 <= done < ROWS, f"killed at {done} rows: not half-way"
     # when the same command runs again
     rerun = _run(_cmd(csv_100k, state), env)

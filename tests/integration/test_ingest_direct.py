@@ -3,6 +3,7 @@ nothing lost, what was not acknowledged is in the spool, and the flusher deliver
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.localkafka.topic import read_topic
-from tests.integration.command_helpers import edge_env, pending
+from tests.integration.command_helpers import checkpointed_rows, edge_env, pending
 from tests.support import wait_until
 
 HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
@@ -81,3 +82,29 @@ def test_a_broker_cut_mid_run_loses_nothing_and_the_flusher_sends_the_rest(proxi
     ids = [e["detection_id"] for e in read_topic(proxied.bootstrap, topic, timeout=90)]
     assert len(set(ids)) == rows, f"every row on the topic: {len(set(ids))} unique ids of {rows}\n{stderr[-1500:]}"
     assert pending(state) == 0, f"the spool is empty at the end: {pending(state)}"
+
+
+def test_sigterm_mid_run_stops_with_143_and_the_rerun_sends_every_row_once(tansu, kafka_topic, tmp_path: Path):
+    rows = 200_000
+    csv, state, err = _csv(tmp_path / "drive.csv", rows), tmp_path / "state", tmp_path / "stderr.txt"
+    env = edge_env() | {"KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap, "KAFKA_TOPIC": kafka_topic}
+    with open(err, "w") as fh:
+        proc = subprocess.Popen(_cmd(csv, state, "--workers", "1"), env=env, stdout=subprocess.DEVNULL, stderr=fh)
+    try:
+        wait_until(lambda: checkpointed_rows(state) > 0 or proc.poll() is not None, "a first chunk acknowledged", 60,
+                   every=0.005)
+        assert proc.poll() is None, f"the run ended before the signal: {err.read_text()[-1500:]}"
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    stderr = err.read_text()
+    assert code == 128 + signal.SIGTERM, f"a SIGTERM ends the run with 143, got {code}: {stderr[-1500:]}"
+    assert "Traceback" not in stderr and "stopped: rerun the same command" in stderr, f"summary: {stderr[-1500:]}"
+    rerun = subprocess.run(_cmd(csv, state), env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert rerun.returncode == 0 and "resumed at line" in rerun.stderr, f"the rerun resumes: {rerun.stderr[-1500:]}"
+    ids = [e["detection_id"] for e in read_topic(tansu.bootstrap, kafka_topic, timeout=90)]
+    assert len(set(ids)) == rows, f"every row on the topic after the stop and the rerun: {len(set(ids))} of {rows}"
+    assert pending(state) == 0, f"nothing left in the spool: {pending(state)}"

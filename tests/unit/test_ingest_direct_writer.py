@@ -41,10 +41,10 @@ class Producer:
     """produce() queues; poll() reports everything queued through `outcome(msg)` (None = delivered), unless `silent`.
     `refuse(msg)` makes produce() raise for that message; `fatal` makes every produce() raise a fatal error."""
 
-    def __init__(self, conf: dict, *, outcome=None, refuse=None, silent=False, fatal=False):  # noqa: ANN001
+    def __init__(self, conf: dict, *, outcome=None, refuse=None, silent=False, fatal=False, poll_fatal=False):  # noqa: ANN001
         self.conf, self.queue, self.produced = conf, [], 0
         self.outcome, self.refuse = outcome or (lambda m: None), refuse or (lambda m: None)
-        self.silent, self.fatal, self.purged = silent, fatal, 0
+        self.silent, self.fatal, self.purged, self.poll_fatal = silent, fatal, 0, poll_fatal
 
     def produce(self, topic, value, key, headers=None, on_delivery=None):  # noqa: ANN001
         if self.fatal:
@@ -57,6 +57,9 @@ class Producer:
         self.queue.append((msg, on_delivery))
 
     def poll(self, timeout: float = 0) -> int:
+        if self.poll_fatal:  # as confluent-kafka does: the poll that serves a fatal error raises it
+            self.poll_fatal, self.fatal = False, True
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "unknown producer id", fatal=True))
         if self.silent:
             time.sleep(min(timeout, 0.001))
             return 0
@@ -140,3 +143,12 @@ def test_a_fatal_producer_error_spools_the_batch():
     b = batch(3)
     w.write(b, CTX)
     assert spooled.batches == [b] and not w.direct, "a producer that can send nothing more: the batch is spooled at once"
+
+
+def test_a_fatal_error_raised_by_poll_spools_the_batch_and_is_not_raised():
+    spooled, producer = Spooled(), Producer({}, poll_fatal=True, silent=True)
+    w = writer(producer, spooled, stall_s=10)
+    b = batch(3)
+    w.write(b, CTX)  # must not raise
+    assert spooled.batches == [b] and not w.direct, "the fatal error sends the batch to the spool at once"
+    w.close()  # a broken producer's purge must not raise either
