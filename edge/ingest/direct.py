@@ -156,20 +156,16 @@ class DirectWriter:
         return produced, False
 
     def _room(self, reports: _Reports, again: Callable[[], None]) -> bool:
-        """Serve reports until `again()` finds room; False when no report came for `stall_s` (or a fatal error)."""
-        last, seen = time.monotonic(), reports.acked + len(reports.failed)
-        while True:
-            self._poll(POLL_S)
-            done = reports.acked + len(reports.failed)
-            if done > seen:
-                last, seen = time.monotonic(), done
-            elif time.monotonic() - last > self.stall_s or self._fatal:
-                return False
+        """Serve reports until `again()` (the produce that found the queue full) finds room; False on a stall."""
+
+        def produced() -> bool:
             try:
                 again()
-                return True
             except BufferError:
-                continue
+                return False
+            return True
+
+        return self._serve_until(produced, reports)
 
     def _refused(self, exc: Exception, value: bytes, did: str, reports: _Reports) -> bool:
         """produce() raised for one event: True when it is that event's fault (too large, …: spooled, the flusher
@@ -183,17 +179,22 @@ class DirectWriter:
         return True
 
     def _wait(self, reports: _Reports, produced: int) -> bool:
-        """Serve reports until every produced event has one; False when none came for `stall_s`."""
-        last, seen = time.monotonic(), 0
-        while reports.acked + len(reports.failed) < produced:
+        """Serve reports until every produced event has one; False on a stall."""
+        return self._serve_until(lambda: reports.acked + len(reports.failed) >= produced, reports)
+
+    def _serve_until(self, done: Callable[[], bool], reports: _Reports) -> bool:
+        """Poll until `done()`. False when no report came for `stall_s`, on a fatal error, or after a short lull
+        once a stop is asked (the chunk goes to the spool now instead of waiting out a slow broker)."""
+        last, seen = time.monotonic(), reports.acked + len(reports.failed)
+        while not done():
             self._poll(POLL_S)
-            done = reports.acked + len(reports.failed)
-            if done > seen:
-                last, seen = time.monotonic(), done
-            elif time.monotonic() - last > self.stall_s or self._fatal:
+            now, count = time.monotonic(), reports.acked + len(reports.failed)
+            if count > seen:
+                last, seen = now, count
+            elif now - last > self.stall_s or self._fatal:
                 return False
-            if self.stop.is_set() and time.monotonic() - last > POLL_S * 4:
-                return False  # a stop: the batch goes to the spool now instead of waiting out a slow broker
+            if self.stop.is_set() and now - last > POLL_S * 4:
+                return False
         return True
 
     def _give_up(self, batch: Batch, ctx: FileContext, reports: _Reports) -> None:

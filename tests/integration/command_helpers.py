@@ -27,6 +27,19 @@ def pending(state: Path, what: str = "count(*)") -> int:
         con.close()
 
 
+CSV_HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
+
+
+def write_drive_csv(path: Path, rows: int) -> Path:
+    """A perception-layer CSV of `rows` valid rows (two detections a frame, both classes, GPS on every row)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(CSV_HEADER + "\n")
+        for i in range(rows):
+            fh.write(f"{75 + i // 2},{(75 + i // 2) / 30:.3f},{i % 1920}.{i % 97:02d},{i % 1080}.5,0.{5000 + i % 4999},"
+                     f"{'stop sign' if i % 3 else 'traffic light'},43.{790000 + i},-79.{314000 + i},{i % 3600 / 10:.1f}\n")
+    return path
+
+
 def checkpointed_rows(state: Path) -> int:
     """Rows `edge ingest-csv` has checkpointed in `state` (read-only); 0 before its progress table exists."""
     db = state / "ingest-progress.db"

@@ -11,10 +11,9 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-from command_helpers import checkpointed_rows
+from command_helpers import checkpointed_rows, write_drive_csv
 from kafka_helpers import AckLog, ReplaceableBroker, consume_until, make_items
 
 from edge.config import Config, KafkaConfig, StateConfig
@@ -103,24 +102,13 @@ def test_replaced_broker_mid_drain_resends_only_unacknowledged(brokers, tmp_path
           f"unacknowledged events; {recreated[0][:110]}")
 
 
-HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
-
-
-def _write_csv(path: Path, rows: int) -> Path:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(HEADER + "\n")
-        fh.writelines(f"{i},{i / 30:.3f},{i % 1920}.5,{i % 1080}.5,0.{5000 + i % 4999},stop sign,43.{790000 + i},"
-                      f"-79.{314000 + i},{i % 3600 / 10:.1f}\n" for i in range(rows))
-    return path
-
-
 def test_ingest_csv_exits_0_across_a_replaced_broker(brokers, tmp_path):
     # given an ingest-csv run slowed down (long linger: each chunk waits for its acknowledgements) so the swap lands
     # mid-run: the chunk in flight stalls, goes to the spool with the rest, and the flusher delivers it
     topic = brokers.create_topic(f"test-{uuid.uuid4().hex[:12]}")
     conf = tmp_path / "edge.toml"
     conf.write_text("[kafka]\nmax_in_flight = 2000\nlinger_ms = 100\nbackoff_max_s = 2.0\n", encoding="utf-8")
-    csv = _write_csv(tmp_path / "drive.csv", CSV_ROWS)
+    csv = write_drive_csv(tmp_path / "drive.csv", CSV_ROWS)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=brokers.bootstrap, KAFKA_TOPIC=topic)
     cmd = [sys.executable, "-m", "edge", "--log-level", "INFO", "ingest-csv", str(csv),

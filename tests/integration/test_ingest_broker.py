@@ -13,22 +13,13 @@ import pytest
 
 from edge.localkafka.broker import LocalBroker
 from edge.localkafka.topic import read_topic
-from tests.integration.command_helpers import checkpointed_rows
+from tests.integration.command_helpers import checkpointed_rows, write_drive_csv
 from tests.support import wait_until
 
 ROWS = 100_000
-HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
-
-
 @pytest.fixture(scope="module")
 def csv_100k(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("csv") / "drive_100k.csv"
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(HEADER + "\n")
-        for i in range(ROWS):
-            fh.write(f"{75 + i // 2},{(75 + i // 2) / 30:.3f},{i % 1920}.{i % 97:02d},{i % 1080}.5,0.{5000 + i % 4999},"
-                     f"{'stop sign' if i % 3 else 'traffic light'},43.{790000 + i},-79.{314000 + i},{i % 3600 / 10:.1f}\n")
-    return path
+    return write_drive_csv(tmp_path_factory.mktemp("csv") / "drive_100k.csv", ROWS)
 
 
 def _cmd(path: Path, state: Path, *extra: str) -> list[str]:

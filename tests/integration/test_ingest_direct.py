@@ -12,19 +12,13 @@ from pathlib import Path
 import pytest
 
 from edge.localkafka.topic import read_topic
-from tests.integration.command_helpers import checkpointed_rows, edge_env, pending
+from tests.integration.command_helpers import (
+    checkpointed_rows,
+    edge_env,
+    pending,
+    write_drive_csv,
+)
 from tests.support import wait_until
-
-HEADER = "frame_number,timestamp_sec,u,v,confidence,class_name,vehicle_lat,vehicle_lon,heading"
-
-
-def _csv(path: Path, rows: int) -> Path:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(HEADER + "\n")
-        for i in range(rows):
-            fh.write(f"{i // 2},{i / 60:.3f},{i % 1920}.5,{i % 1080}.25,0.{5000 + i % 4999},"
-                     f"{'stop sign' if i % 3 else 'traffic light'},43.{700000 + i},-79.{300000 + i},{i % 3600 / 10:.1f}\n")
-    return path
 
 
 def _cmd(csv: Path, state: Path, *extra: str) -> list[str]:
@@ -33,7 +27,7 @@ def _cmd(csv: Path, state: Path, *extra: str) -> list[str]:
 
 def test_an_unreachable_broker_leaves_every_event_in_the_spool(tmp_path: Path):
     rows = 5000
-    csv, state = _csv(tmp_path / "drive.csv", rows), tmp_path / "state"
+    csv, state = write_drive_csv(tmp_path / "drive.csv", rows), tmp_path / "state"
     env = edge_env() | {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "KAFKA_TOPIC": "t"}  # port 9: nothing listens
     proc = subprocess.run(_cmd(csv, state, "--stall-timeout", "1", "--drain-timeout", "2"), env=env,
                           capture_output=True, text=True, timeout=120, check=False)
@@ -56,7 +50,7 @@ def proxied(proxied_broker):
 
 def test_a_broker_cut_mid_run_loses_nothing_and_the_flusher_sends_the_rest(proxied, tmp_path: Path):
     rows = 60_000
-    csv, state = _csv(tmp_path / "drive.csv", rows), tmp_path / "state"
+    csv, state = write_drive_csv(tmp_path / "drive.csv", rows), tmp_path / "state"
     topic = proxied.create_topic()
     env = edge_env() | {"KAFKA_BOOTSTRAP_SERVERS": proxied.bootstrap, "KAFKA_TOPIC": topic}
     proc = subprocess.Popen(_cmd(csv, state, "--stall-timeout", "2", "--workers", "1"), env=env,
@@ -86,7 +80,7 @@ def test_a_broker_cut_mid_run_loses_nothing_and_the_flusher_sends_the_rest(proxi
 
 def test_sigterm_mid_run_stops_with_143_and_the_rerun_sends_every_row_once(tansu, kafka_topic, tmp_path: Path):
     rows = 200_000
-    csv, state, err = _csv(tmp_path / "drive.csv", rows), tmp_path / "state", tmp_path / "stderr.txt"
+    csv, state, err = write_drive_csv(tmp_path / "drive.csv", rows), tmp_path / "state", tmp_path / "stderr.txt"
     env = edge_env() | {"KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap, "KAFKA_TOPIC": kafka_topic}
     with open(err, "w") as fh:
         proc = subprocess.Popen(_cmd(csv, state, "--workers", "1"), env=env, stdout=subprocess.DEVNULL, stderr=fh)

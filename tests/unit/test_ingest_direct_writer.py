@@ -41,14 +41,17 @@ class Producer:
     """produce() queues; poll() reports everything queued through `outcome(msg)` (None = delivered), unless `silent`.
     `refuse(msg)` makes produce() raise for that message; `fatal` makes every produce() raise a fatal error."""
 
-    def __init__(self, conf: dict, *, outcome=None, refuse=None, silent=False, fatal=False, poll_fatal=False):  # noqa: ANN001
-        self.conf, self.queue, self.produced = conf, [], 0
+    def __init__(self, conf: dict, *, outcome=None, refuse=None, silent=False, fatal=False, poll_fatal=False,
+                 limit=None):  # noqa: ANN001
+        self.conf, self.queue, self.produced, self.limit = conf, [], 0, limit
         self.outcome, self.refuse = outcome or (lambda m: None), refuse or (lambda m: None)
         self.silent, self.fatal, self.purged, self.poll_fatal = silent, fatal, 0, poll_fatal
 
     def produce(self, topic, value, key, headers=None, on_delivery=None):  # noqa: ANN001
         if self.fatal:
             raise KafkaException(KafkaError(KafkaError._FATAL, "Fatal error: fenced", fatal=True))
+        if self.limit is not None and len(self.queue) >= self.limit:
+            raise BufferError("Local: Queue full")
         msg = Msg(value, key, headers)
         err = self.refuse(msg)
         if err is not None:
@@ -152,3 +155,11 @@ def test_a_fatal_error_raised_by_poll_spools_the_batch_and_is_not_raised():
     w.write(b, CTX)  # must not raise
     assert spooled.batches == [b] and not w.direct, "the fatal error sends the batch to the spool at once"
     w.close()  # a broken producer's purge must not raise either
+
+
+def test_a_full_local_queue_waits_for_reports_and_loses_nothing():
+    spooled, producer = Spooled(), Producer({}, limit=7)
+    w = writer(producer, spooled)
+    w.write(batch(50), CTX)
+    assert (producer.produced, w.acked) == (50, 50), f"every event produced once room was made: {producer.produced}"
+    assert not spooled.batches and not spooled.items, "back-pressure is not a failure: nothing spooled"
