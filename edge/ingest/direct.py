@@ -10,7 +10,8 @@ Durability, the same promise as through the spool, kept another way:
   nothing for `stall_s` (down, unreachable, a fatal producer error) the whole batch, and every later batch goes
   through the spool as well (one log line), so an outage costs one stall, not one per batch.
 Why: spooling each row first wrote every event to disk twice (the CSV is already on disk), fsynced, and read and
-deleted it again: 40k rows/s against 150k+ produced directly (bench/csv_bench.py --only e2e).
+deleted it again: 19k rows/s through the spool against 48-68k straight, with 3.5x less CPU, on two cores shared
+with the broker (bench/csv_bench.py --only e2e, README).
 """
 
 from __future__ import annotations
