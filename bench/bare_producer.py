@@ -15,6 +15,11 @@ import sys
 from confluent_kafka import Producer
 
 
+def tsv_line(key: str, detection_id: str, value: bytes) -> bytes:
+    """One pre-serialised event as this script reads it: key TAB detection_id TAB value, newline."""
+    return b"%s\t%s\t%s\n" % (key.encode(), detection_id.encode(), value)
+
+
 def main(config_json: str, path: str, topic: str) -> int:
     producer = Producer(json.loads(config_json))
     done = {"ok": 0, "err": 0}

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bare_producer import tsv_line  # noqa: E402
 from csv_gen import write_csv  # noqa: E402
 
 from edge.ingest.convert import Converter  # noqa: E402
@@ -144,7 +145,7 @@ class _TsvSink:
 
     def write(self, batch, ctx) -> None:  # noqa: ANN001
         for _line, value, did, _cap in batch.events():
-            self.fh.write(b"%s\t%s\t%s\n" % (ctx.vehicle_id.encode(), did.encode(), value))
+            self.fh.write(tsv_line(ctx.vehicle_id, did, value))
 
 
 def bench_e2e(path: Path, rows: int, workdir: Path, repeat: int) -> None:

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def prepare(work: Path, n: int) -> tuple[Path, Path]:
     """A spool holding the N events (closed: checkpointed) and the same events pre-serialised for the bare side."""
+    from bare_producer import tsv_line
     from drain_bench import make_items
 
     from edge.spool import Spool
@@ -42,7 +43,7 @@ def prepare(work: Path, n: int) -> tuple[Path, Path]:
     lines = work / "events.tsv"
     with open(lines, "wb") as fh:
         for it in items:
-            fh.write(b"%s\t%s\t%s\n" % (it.key.encode(), it.detection_id.encode(), it.value))
+            fh.write(tsv_line(it.key, it.detection_id, it.value))
     state = work / "state-template"
     state.mkdir()
     with Spool.open(state / "spool.db", max_bytes=4 << 30, when_full="block") as spool:

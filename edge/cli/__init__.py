@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import gc
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from edge.exitcodes import EPILOG, Exit
 from edge.logs import setup_logging
 
 log = logging.getLogger("edge.cli")
+from edge.cli.args import finite_float, positive_seconds
 from edge.cli.commands import (
     cmd_config_check,
     cmd_demo,
@@ -40,25 +40,6 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 # --- parser -----------------------------------------------------------------------------------
-
-
-def _finite_float(text: str) -> float:
-    """argparse type: a finite number (nan or inf is no offset; a usage error, exit 2)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    """argparse type: a finite number of seconds > 0."""
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
-    return value
 
 
 def _output_file(text: str) -> str:
@@ -106,7 +87,7 @@ def _add_recording_commands(sub) -> None:  # noqa: ANN001 - argparse's private _
     when.add_argument("--start-time", help="ISO 8601 time the recording started (default: the container's creation "
                       "time, else the file's modification time)")
     p.add_argument("--gps-track", help="NMEA 0183 or GPX log of the drive: positions interpolated at each frame")
-    when.add_argument("--gps-offset", type=_finite_float, help="the video starts S seconds after the track's first fix")
+    when.add_argument("--gps-offset", type=finite_float, help="the video starts S seconds after the track's first fix")
     p.add_argument("--state-dir", help="state directory (spool, engine cache)")
     p.add_argument("--all-classes", action="store_true", help="emit every class the model knows")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
@@ -159,7 +140,7 @@ def _add_service_commands(sub) -> None:  # noqa: ANN001
     p = _with_config(qsub.add_parser("flush", help="deliver everything pending to the configured broker, then exit "
                                      "(0: the spool is empty; 1: the broker did not take it all within --timeout)"))
     p.add_argument("--state-dir", help="state directory holding spool.db")
-    p.add_argument("--timeout", type=_positive_seconds, default=300.0,
+    p.add_argument("--timeout", type=positive_seconds, default=300.0,
                    help="give up after S seconds; what is not delivered stays in the spool (default 300)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_queue_flush)

@@ -45,7 +45,7 @@ def cmd_queue_flush(args: argparse.Namespace) -> int:
             drained = delivery.finish(args.timeout)
         finally:
             progress.stop()
-        reason = _outage(delivery)
+        reason = delivery.flusher.outage if delivery.flusher is not None else None
     end = delivery.stats()
     sent = end.acked_total - start.acked_total
     elapsed = time.monotonic() - t0
@@ -59,11 +59,6 @@ def cmd_queue_flush(args: argparse.Namespace) -> int:
           + (f": broker {cfg.kafka.bootstrap_servers} unreachable ({reason})" if reason else "")
           + "; they stay in the spool (run `edge queue flush` again, or start the service)", file=sys.stderr)
     return Exit.FAILED
-
-
-def _outage(delivery) -> str | None:  # noqa: ANN001 - edge.delivery.Delivery
-    """Why the broker could not be reached, when the flusher saw an outage."""
-    return getattr(delivery.flusher, "outage", None)
 
 
 def _terminal_size() -> tuple[int, int]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from edge.cli.args import positive_seconds
 from edge.clock import parse_iso_time
 from edge.config import Config, load_for_command
 from edge.exitcodes import Exit
@@ -41,17 +42,6 @@ Without KAFKA_BOOTSTRAP_SERVERS (kafka.bootstrap_servers) events are only spoole
 flusher sends them later."""
 
 
-def _seconds(text: str) -> float:
-    """argparse type: a finite number of seconds > 0 (a usage error, exit 2, otherwise)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds and finite: {text!r}")
-    return value
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private _SubParsersAction
     """Register `ingest-csv` on the CLI's subcommands."""
     p = subparsers.add_parser(
@@ -72,7 +62,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - argpars
     p.add_argument("--force", action="store_true", help="ingest again files already done (same ids: no new events downstream)")
     p.add_argument("--drain-timeout", type=float, default=120.0, metavar="S",
                    help="with Kafka: wait up to S seconds for every event to be acknowledged (default 120)")
-    p.add_argument("--stall-timeout", type=_seconds, default=10.0, metavar="S",
+    p.add_argument("--stall-timeout", type=positive_seconds, default=10.0, metavar="S",
                    help="with Kafka: when the broker acknowledges nothing for S seconds, the rest goes through the "
                         "spool and the flusher (default 10)")
     p.add_argument("--workers", type=int, default=2, help="conversion threads (default 2)")

@@ -28,7 +28,8 @@ from edge.config import KafkaConfig
 from edge.ingest.convert import Batch
 from edge.ingest.rows import FileContext
 from edge.metrics import Metrics
-from edge.sinks.kafka import producer_config
+from edge.sinks.kafka.config import event_headers, producer_config
+from edge.sinks.kafka.errors import error_of
 from edge.spool import SpoolItem
 from edge.types import SCHEMA_VERSION
 
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 
 STALL_S = 10.0  # no acknowledgement for this long: the broker is taken as down, the rest goes to the spool
 POLL_S = 0.05
-_CONTENT_TYPE = ("content-type", b"application/json")
-_VERSION = ("schema_version", str(SCHEMA_VERSION))
 
 
 class _Reports:
@@ -87,8 +86,7 @@ class DirectWriter:
         conf["error_cb"] = self._on_error
         self._producer = producer_factory(conf)
         self.direct = True  # False once the broker stalled: everything after goes through the spool
-        self.acked = 0
-        self.to_spool = 0
+        self.acked = 0  # events of this run Kafka acknowledged straight from the file
         self._fatal: str | None = None
 
     def write(self, batch: Batch, ctx: FileContext) -> None:
@@ -120,8 +118,8 @@ class DirectWriter:
         try:
             self._producer.poll(timeout)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if err is not None and hasattr(err, "fatal") and err.fatal():
+            err = error_of(exc)
+            if err is not None and err.fatal():
                 self._fatal = self._fatal or err.str()
             else:
                 log.warning("kafka client error: %s", exc)
@@ -139,10 +137,9 @@ class DirectWriter:
     def _produce(self, batch: Batch, key: str, reports: _Reports) -> tuple[int, bool]:
         """Produce every event of the batch: (produced, stalled). An event produce() refuses is kept for the spool."""
         produce, topic, on_delivery = self._producer.produce, self.cfg.topic, reports.report
-        version, ct = _VERSION, _CONTENT_TYPE
         produced = 0
         for _line, value, did, _captured in batch.events():
-            headers = [("detection_id", did), version, ct]
+            headers = event_headers(did, SCHEMA_VERSION)
             try:
                 produce(topic, value, key, headers=headers, on_delivery=on_delivery)
             except BufferError:  # librdkafka's queue is full: serve reports until there is room
@@ -171,12 +168,12 @@ class DirectWriter:
     def _refused(self, exc: Exception, value: bytes, did: str, reports: _Reports) -> bool:
         """produce() raised for one event: True when it is that event's fault (too large, …: spooled, the flusher
         decides), False for a fatal producer error (nothing more can be sent)."""
-        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-        if err is not None and hasattr(err, "fatal") and err.fatal():
+        err = error_of(exc)
+        if err is not None and err.fatal():
             self._fatal = self._fatal or err.str()
             return False
         reports.refused.append((value, did))
-        reports.note(err.str() if err is not None and hasattr(err, "str") else str(exc))
+        reports.note(err.str() if err is not None else str(exc))
         return True
 
     def _wait(self, reports: _Reports, produced: int) -> bool:
@@ -213,7 +210,6 @@ class DirectWriter:
                     self.cfg.bootstrap_servers, why)
         self.direct = False
         self.spooled.write(batch, ctx)
-        self.to_spool += batch.accepted
 
     def _spool_failed(self, reports: _Reports, key: str) -> None:
         """Events the broker or the client refused: into the spool with the errors logged, where the flusher
@@ -225,7 +221,6 @@ class DirectWriter:
                  for msg in reports.failed]
         items += [SpoolItem(key, value, did, now) for value, did in reports.refused]
         self.spooled.append(items)
-        self.to_spool += len(items)
 
     def _on_error(self, err: Any) -> None:
         if err.fatal():

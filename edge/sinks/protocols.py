@@ -44,6 +44,7 @@ class Flusher(Protocol):
     """What its owner (edge.delivery.Delivery, the daemon's watchdog) uses of a flusher."""
 
     loops: int  # grows while the loop turns, backing off included: the service watchdog's progress counter
+    outage: str | None  # why the broker is unreachable (the error that said so); None once a delivery succeeds
 
     @property
     def connected(self) -> bool:

@@ -113,8 +113,7 @@ class WalLoss:
     lost: int  # pending or dead events the mark counted that are gone
 
 
-def checksum(key: bytes, value: bytes, detection_id: bytes, schema_version: int, captured_at: float,
-             _pack=_CRC_HEADER.pack, _crc=_crc32) -> int:  # noqa: ANN001 - bound at definition: called per record
+def checksum(key: bytes, value: bytes, detection_id: bytes, schema_version: int, captured_at: float) -> int:
     """CRC32 over value, key, detection id and the fixed fields (TypeError/struct.error on wrong types)."""
-    return _crc(_pack(len(key), len(detection_id), schema_version, captured_at),
-                _crc(detection_id, _crc(key, _crc(value))))
+    header = _CRC_HEADER.pack(len(key), len(detection_id), schema_version, captured_at)
+    return _crc32(header, _crc32(detection_id, _crc32(key, _crc32(value))))

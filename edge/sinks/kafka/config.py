@@ -22,6 +22,16 @@ STATS_INTERVAL_MS = 1000  # librdkafka statistics: the idempotent producer's epo
 EPOCH_BUMPS_MAX = 5
 
 
+CONTENT_TYPE_HEADER = ("content-type", b"application/json")
+_VERSION_HEADERS = {v: ("schema_version", str(v)) for v in range(1, 8)}  # built once, not per event
+
+
+def event_headers(detection_id: str, schema_version: int) -> list[tuple[str, Any]]:
+    """The headers of every event message (flusher and ingest-csv alike): its id, its schema version, JSON."""
+    version = _VERSION_HEADERS.get(schema_version) or ("schema_version", str(schema_version))
+    return [("detection_id", detection_id), version, CONTENT_TYPE_HEADER]
+
+
 def producer_config(cfg: KafkaConfig) -> dict[str, Any]:
     """librdkafka settings for `cfg`: idempotent, acks=all, bounded retries, SASL/SSL; `properties` last."""
     conf: dict[str, Any] = {

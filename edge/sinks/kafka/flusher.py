@@ -38,6 +38,7 @@ from edge.sinks.kafka.config import (
     LOGGER,
     PROBE_WINDOW,
     ClientLog,
+    event_headers,
     producer_config,
     redact,
 )
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
     from edge.spool import SpoolRecord
 
 log = logging.getLogger(LOGGER)
-
-
-_VERSION_HEADERS = {v: ("schema_version", str(v)) for v in range(1, 8)}  # built once, not per event
 
 
 class Step(enum.Enum):
@@ -100,7 +98,6 @@ class KafkaFlusher(DeliveryReports):
         self._state = State.STARTING
         self.outage = None
         self._progress = False
-        self._headers_ct = ("content-type", b"application/json")
         self._lock = threading.RLock()
         self._finished = False  # close(), or a shutdown drain that gave up: produce nothing more
         if self._conf is None:
@@ -260,17 +257,15 @@ class KafkaFlusher(DeliveryReports):
 
         Returns (produced, None) or (produced, STOP: failed, back off | SKIPPED: halted to isolate one)."""
         produce, topic, inflight = self._producer.produce, self.cfg.topic, self._inflight
-        report, partial, ct, solo = self._report, functools.partial, self._headers_ct, self._solo
-        versions = _VERSION_HEADERS
+        report, partial, headers, solo = self._report, functools.partial, event_headers, self._solo
         produced = 0
         for i, rec in enumerate(records):
             seq = rec.seq
             if solo and seq in solo:
                 return produced + self._produce_solo(records, i), _Produced.SKIPPED
             inflight[seq] = rec
-            version = versions.get(rec.schema_version) or ("schema_version", str(rec.schema_version))
             try:
-                produce(topic, rec.value, rec.key, headers=[("detection_id", rec.detection_id), version, ct],
+                produce(topic, rec.value, rec.key, headers=headers(rec.detection_id, rec.schema_version),
                         on_delivery=partial(report, seq))
                 produced += 1
             except (BufferError, KafkaException, TypeError, ValueError) as exc:
@@ -288,8 +283,8 @@ class KafkaFlusher(DeliveryReports):
         if not self._inflight:
             self._inflight[rec.seq] = rec
             try:
-                self._producer.produce(self.cfg.topic, rec.value, rec.key, headers=[("detection_id", rec.detection_id),
-                                       ("schema_version", str(rec.schema_version)), self._headers_ct],
+                self._producer.produce(self.cfg.topic, rec.value, rec.key,
+                                       headers=event_headers(rec.detection_id, rec.schema_version),
                                        on_delivery=functools.partial(self._report, rec.seq))
                 produced = 1
                 self._solo_inflight = rec.seq
