@@ -15,6 +15,7 @@ test: $(VENV)/.ready
 bench: $(VENV)/.ready
 	$(VENV)/bin/python -m pip install -q -e ".[bench]"
 	$(VENV)/bin/python bench/replay_fps.py
+	$(VENV)/bin/python bench/live_latency.py
 	$(VENV)/bin/python bench/spool_bench.py
 	$(VENV)/bin/python bench/drain_bench.py
 	$(VENV)/bin/python bench/flush_bench.py

@@ -17,6 +17,7 @@ from edge.config import Config, ConfigError
 from edge.detect import Detector
 from edge.events import new_session_id, recording_session_id
 from edge.gps import GpsProvider, TrackProvider, make_provider, start_from_first_fix
+from edge.latency import StageLatencies
 from edge.mediatime import container_creation_time
 from edge.pipeline import EventSink, Pipeline, PipelineStats
 from edge.sources import Capture, FrameSource, SourceStats, open_source
@@ -141,6 +142,7 @@ def build_detection(
     session_id: str | None = None,
     max_restarts: int = 0,
     log_events: bool = False,
+    latency: StageLatencies | None = None,
 ) -> DetectionRun:
     """The pipeline of `edge run`, `replay` and `demo` over cfg.source: capture (live: drop the oldest; files:
     block), preprocess, infer, events with GPS, into `sink`. Raises SourceError / ModelError / ConfigError /
@@ -167,7 +169,7 @@ def build_detection(
     pipeline = Pipeline(
         Capture(source, frames), frames, detector, sink,
         vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=session_id,
-        gps=gps, max_restarts=max_restarts, log_events=log_events,
+        gps=gps, max_restarts=max_restarts, log_events=log_events, latency=latency,
     )
     pipeline.stats.expected_frames = source.expected_frames()
     return DetectionRun(pipeline, source, gps, detector, session_id)

@@ -13,6 +13,7 @@ from pathlib import Path
 from edge.config import Config, ConfigError, load_config, reloadable_fields
 from edge.delivery import Delivery
 from edge.detect import ObjectDetector
+from edge.latency import LatencyBudget, LatencyReport
 from edge.native import native_output_counts
 from edge.pipeline import Pipeline, StageFailed
 from edge.sources import FrameSource
@@ -41,6 +42,7 @@ class Daemon:
         self.session_id = session_id  # known before logging starts (cmd_run), so every record carries it
         self.config_path = config_path
         self.log_context = log_context
+        self.budget = LatencyBudget(cfg.latency.budget_ms)
 
     def _apply_reload(self, detector: ObjectDetector, source: FrameSource) -> None:
         try:
@@ -60,6 +62,7 @@ class Daemon:
             log.error("reload rejected: detector.classes: %s", exc)
             return
         logging.getLogger().setLevel(new.log.level)
+        self.budget.budget_ms = new.latency.budget_ms
         if "source.inference_fps" in changed:  # (validated > 0: set_fps cannot refuse it)
             source.set_fps(new.source.inference_fps)  # the next frame is sampled at the new rate
         restart_needed = [
@@ -88,7 +91,7 @@ class Daemon:
         with Delivery.start(self.cfg) as delivery:
             sink = delivery.sink(live=True).write
             with build_detection(self.cfg, sink, detector=detector, session_id=self.session_id,
-                                 max_restarts=MAX_STAGE_RESTARTS, log_events=True) as run:
+                                 max_restarts=MAX_STAGE_RESTARTS, log_events=True, latency=delivery.latency) as run:
                 if self.log_context is not None:
                     self.log_context.update(session_id=run.session_id)
                 return self._serve(run, delivery, notifier, stop, reload or threading.Event())
@@ -116,6 +119,7 @@ class Daemon:
                  cfg.vehicle.vehicle_id, cfg.vehicle.camera_id, run.session_id, source.name, cfg.spool_path(),
                  cfg.kafka.bootstrap_servers or "none (spool only)")
         last_status = 0.0
+        latency = LatencyReport(delivery.latency, self.budget, cfg.latency.report_interval_s)
         while runner.is_alive():
             runner.join(0.5)
             if reload.is_set():
@@ -124,14 +128,15 @@ class Daemon:
             now = time.monotonic()
             if now - last_status >= STATUS_EVERY_S:
                 last_status = now
-                snapshot = self._snapshot(pipeline, source, delivery)
+                snapshot = self._snapshot(pipeline, source, delivery, latency.update(now))
                 notifier.status(snapshot.line())
                 status.write(snapshot)
                 flush_log_summaries()
         notifier.stopping()
         flush_log_summaries(force=True)
         drained = delivery.finish(drain_timeout=STOP_DRAIN_S)
-        status.write(self._snapshot(pipeline, source, delivery, state="stopped", drained=drained))
+        status.write(self._snapshot(pipeline, source, delivery, latency.update(time.monotonic(), final=True),
+                                    state="stopped", drained=drained))
         if result:
             exc = result[0]
             if isinstance(exc, StageFailed):
@@ -173,9 +178,9 @@ class Daemon:
         watchdog = ProgressWatchdog(notifier, interval, [pipeline_progressing, flusher_alive])
         threading.Thread(target=watchdog.run, args=(stop,), name="edge-watchdog", daemon=True).start()
 
-    @staticmethod
-    def _snapshot(pipeline: Pipeline, source: FrameSource, delivery: Delivery, *, state: str = "running",
-                  drained: bool | None = None) -> Snapshot:
+    def _snapshot(self, pipeline: Pipeline, source: FrameSource, delivery: Delivery, stages: dict, *,
+                  state: str = "running", drained: bool | None = None) -> Snapshot:
         return Snapshot.of(pipeline=pipeline.stats, source=source.stats, spool=delivery.stats(),
                            broker=delivery.broker_state(), delivery=delivery.metrics.snapshot(),
-                           native=native_output_counts(), state=state, drained=drained)  # type: ignore[arg-type]
+                           native=native_output_counts(), stages=stages, budget=self.budget,
+                           state=state, drained=drained)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.config import Config
+from edge.latency import StageLatencies
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher
 from edge.sinks.protocols import Flusher
@@ -36,9 +37,10 @@ class SpoolSink:
 
     def __init__(
         self, spool: Spool, *, live: bool = True, room_timeout: float | None = None,
-        stop: threading.Event | None = None,
+        stop: threading.Event | None = None, latency: StageLatencies | None = None,
     ):
         self.spool = spool
+        self.latency = latency
         self.live = live
         self.room_timeout = room_timeout
         self.stop = stop or threading.Event()
@@ -50,8 +52,11 @@ class SpoolSink:
     def write(self, events: Sequence[DetectionEvent]) -> None:
         since = None if self.live else time.time()
         items = [SpoolItem.from_event(e, since) for e in events]
+        start = time.perf_counter()
         try:
             self.append(items)
+            if self.latency is not None:
+                self.latency.record("spool", time.perf_counter() - start)
         except SpoolFull:
             if self.room_timeout is None:
                 raise
@@ -130,6 +135,7 @@ class Delivery:
     cfg: Config
     spool: Spool
     metrics: Metrics = field(default_factory=Metrics)
+    latency: StageLatencies = field(default_factory=StageLatencies)  # every stage's, shared with the pipeline
     flusher: Flusher | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -139,10 +145,10 @@ class Delivery:
     @classmethod
     def start(cls, cfg: Config, *, when_full: QueuePolicy | None = None) -> Delivery:
         spool = open_spool(cfg, when_full=when_full)
-        d = cls(cfg, spool)
+        d = cls(cfg, spool, latency=StageLatencies(cfg.latency.window_s))
         if cfg.kafka.bootstrap_servers:
             try:
-                d.flusher = KafkaFlusher(cfg.kafka, spool, d.metrics)
+                d.flusher = KafkaFlusher(cfg.kafka, spool, d.metrics, stages=d.latency)
             except BaseException:  # the spool holds the state dir's lock: give it back before the error goes up
                 spool.close()
                 raise
@@ -160,7 +166,7 @@ class Delivery:
             self.finish(0.0)
 
     def sink(self, *, live: bool, room_timeout: float | None = None, stop: threading.Event | None = None) -> SpoolSink:
-        return SpoolSink(self.spool, live=live, room_timeout=room_timeout, stop=stop)
+        return SpoolSink(self.spool, live=live, room_timeout=room_timeout, stop=stop, latency=self.latency)
 
     def finish(self, drain_timeout: float) -> bool:
         """Stop the flusher after giving it up to `drain_timeout` s to deliver what is spooled; close the spool.

@@ -56,6 +56,18 @@ class LatencyHistogram:
         i = int(np.searchsorted(np.cumsum(self.buckets), rank))
         return min(self._middle(i), self.max_s)
 
+    def cumulative(self, every: int = PER_OCTAVE, top_s: float = 60.0) -> list[list[float]]:
+        """[[upper bound s, count of values ≤ it], ...] at every `every`-th bucket edge up to `top_s` (with the
+        default, the powers of two from 1 ms): a Prometheus histogram's `le` buckets, cumulative."""
+        sums = np.cumsum(self.buckets)
+        out = []
+        for i in range(0, len(self.buckets), every):
+            bound = self.MIN_S * 2 ** (i / self.PER_OCTAVE)
+            if bound > top_s:
+                break
+            out.append([bound, int(sums[i])])
+        return out
+
     def _middle(self, i: int) -> float:
         if i == 0:
             return self.MIN_S

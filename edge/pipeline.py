@@ -16,6 +16,7 @@ from edge.buffers import BoundedQueue, Closed
 from edge.detect.detector import ObjectDetector
 from edge.detect.stages import Infer, Preprocess, Work
 from edge.events import build_events
+from edge.latency import StageLatencies
 from edge.types import DetectionEvent, Frame, GpsFix
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ class EmitEvents:
         stats: PipelineStats,
         clock: Callable[[], float] = time.time,
         log_events: bool = False,
+        latency: StageLatencies | None = None,
     ):
         self.detector, self.inq, self.sink = detector, inq, sink
+        self.latency = latency or StageLatencies()
         self.vehicle_id, self.camera_id, self.session_id = vehicle_id, camera_id, session_id
         self.gps, self.stats, self.clock = gps, stats, clock
         self.log_events = log_events
@@ -106,7 +109,9 @@ class EmitEvents:
                 gps=fix,
                 now=self.clock(),
             )
-        overhead = work.overhead_ms + (time.perf_counter() - start) * 1000
+        took = time.perf_counter() - start
+        self.latency.record("postprocess", took)
+        overhead = work.overhead_ms + took * 1000
         overhead_cpu = work.overhead_cpu_ms + (time.thread_time() - cpu) * 1000
         if events:
             self.sink(events)
@@ -176,8 +181,10 @@ class Pipeline:
         depth: int = 2,
         max_restarts: int = 0,
         log_events: bool = False,  # the service: one journal line per event; replays keep their output short
+        latency: StageLatencies | None = None,  # the service shares it with delivery (spool, produce, ack)
     ):
         self.stats = PipelineStats()
+        self.latency = latency or StageLatencies()
         self.errors: list[tuple[str, BaseException]] = []
         self.restarts: dict[str, list[float]] = {}
         self.max_restarts = max_restarts
@@ -187,12 +194,12 @@ class Pipeline:
         self.frames = frames
         self.emit = EmitEvents(
             detector, outputs, sink, vehicle_id=vehicle_id, camera_id=camera_id, session_id=session_id,
-            gps=gps, stats=self.stats, log_events=log_events,
+            gps=gps, stats=self.stats, log_events=log_events, latency=self.latency,
         )
         self.stages: list[tuple[str, Stage, BoundedQueue]] = [
             ("capture", capture, frames),
-            ("preprocess", Preprocess(detector, frames, tensors), tensors),
-            ("infer", Infer(detector, tensors, outputs), outputs),
+            ("preprocess", Preprocess(detector, frames, tensors, self.latency), tensors),
+            ("infer", Infer(detector, tensors, outputs, self.latency), outputs),
             ("emit", self.emit, outputs),
         ]
         self._queues = [frames, tensors, outputs]

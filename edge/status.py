@@ -13,9 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,8 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from edge.clock import iso_utc, parse_iso_time
+from edge.prometheus import Histogram, Metric, render_prometheus
 
 if TYPE_CHECKING:  # the stages' types, for annotations only: `edge status` reads the file without numpy & co.
+    from edge.latency import LatencyBudget
     from edge.pipeline import PipelineStats
     from edge.sources import SourceStats
     from edge.spool import SpoolStats
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 STALE_AFTER_S = 30.0  # `format_status` flags a status older than this: the service is stopped or hung
-METRIC_PREFIX = "edge_"
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -96,10 +95,15 @@ class Snapshot:
     native_log_lines: int = 0
     native_log_dropped: int = 0
     drained: bool | None = None  # in the final snapshot: whether the spool was drained at the stop
+    # edge.latency.StageLatencies.snapshot(): {stage: {p50_ms, p99_ms, max_ms, count, total, sum_s, buckets}}
+    stages: dict[str, dict[str, object]] = field(default_factory=dict)
+    latency_budget_ms: float | None = None
+    latency_over_budget: bool = False  # capture → ack p99 over the window is above the budget
 
     @classmethod
     def of(cls, *, pipeline: PipelineStats, source: SourceStats, spool: SpoolStats, broker: BrokerState,
            delivery: Mapping[str, float | None], native: Mapping[str, int],
+           stages: Mapping[str, dict[str, object]] | None = None, budget: LatencyBudget | None = None,
            state: Literal["running", "stopped"] = "running", drained: bool | None = None) -> Snapshot:
         """From the pipeline's and source's counters, the spool's stats, the flusher's metrics snapshot and
         the native-output counters."""
@@ -116,6 +120,8 @@ class Snapshot:
             latency_p50_ms=delivery.get("latency_p50_ms"), latency_p99_ms=delivery.get("latency_p99_ms"),
             gps=GpsView.of(pipeline.last_fix), native_log_lines=int(native.get("native_log_lines", 0)),
             native_log_dropped=int(native.get("native_log_dropped", 0)), drained=drained,
+            stages=dict(stages or {}), latency_budget_ms=None if budget is None else budget.budget_ms,
+            latency_over_budget=bool(budget and budget.exceeded),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -154,7 +160,8 @@ class StatusWriter:
         fields = snapshot.to_dict() if isinstance(snapshot, Snapshot) else snapshot
         data = {**fields, "updated_at": _utc_now(self.clock), "pid": os.getpid()}
         try:
-            _atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+            # not sort_keys: the stages stay in pipeline order for `edge status`
+            _atomic_write(self.path, json.dumps(data, indent=1, default=str) + "\n")
             if self.prometheus_path is not None:
                 write_prometheus(self.prometheus_path, metrics_from_status(data, now=self.clock()))
         except OSError as exc:
@@ -231,65 +238,38 @@ def format_status(d: Mapping[str, object], now: float | None = None) -> str:
            if isinstance(d.get("latency_p50_ms"), (int, float)) and isinstance(d.get("latency_p99_ms"), (int, float)) else "")
         + (f", producer recreated {d['producer_recreated']}" if d.get("producer_recreated") else ""),
         f"gps:         {fix}",
-    ]
+    ] + _stage_lines(d)
     warnings = []
     if age is not None and age > STALE_AFTER_S and d.get("state") != "stopped":
         warnings.append(f"status is {age:.0f} s old: the service is stopped or hung (systemctl status edge-detector)")
     if d.get("state") != "stopped" and _pid_running(d.get("pid")) is False:
         warnings.append(f"process {d.get('pid')} is not running")
+    if d.get("latency_over_budget") and d.get("state") != "stopped":
+        total = _stages(d).get("total", {})
+        warnings.append(f"capture → ack p99 {total.get('p99_ms', '?')} ms is over the latency budget of "
+                        f"{d.get('latency_budget_ms')} ms (the slowest stage is named in the journal)")
     return "\n".join(lines + [f"WARNING: {w}" for w in warnings])
 
 
+def _stages(d: Mapping[str, object]) -> Mapping[str, Mapping[str, object]]:
+    stages = d.get("stages")
+    return {k: v for k, v in stages.items() if isinstance(v, Mapping)} if isinstance(stages, Mapping) else {}
+
+
+def _stage_lines(d: Mapping[str, object]) -> list[str]:
+    """`latency:` then one line per stage: p50/p99 over the window and how many values it holds."""
+    stages = _stages(d)
+    if not stages:
+        return []
+    budget = d.get("latency_budget_ms")
+    head = "latency:     p50 / p99 over the sliding window" + (f", budget {budget:g} ms (capture → ack p99)"
+                                                              if isinstance(budget, (int, float)) else "")
+    rows = [f"  {name:<12} {_num(v.get('p50_ms'), '{:.1f}'):>7} / {_num(v.get('p99_ms'), '{:.1f}'):>7} ms"
+            f"  ({_num(v.get('count'))})" for name, v in stages.items()]
+    return [head, *rows]
+
+
 # --- Prometheus textfile (node_exporter --collector.textfile.directory) -----------------------------------
-
-
-@dataclass(frozen=True)
-class Metric:
-    value: float | int | bool
-    help: str = ""
-    type: Literal["gauge", "counter"] = "gauge"
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
-
-
-def metric_name(name: str) -> str:
-    """`edge_` + name with invalid characters replaced by `_` (the prefix is not doubled)."""
-    clean = _NAME_BAD.sub("_", name)
-    return clean if clean.startswith(METRIC_PREFIX) else METRIC_PREFIX + clean
-
-
-def _label_value(v: str) -> str:
-    return str(v).replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _value(v: float | int | bool) -> str:
-    f = float(v)
-    if math.isnan(f):
-        return "NaN"
-    if math.isinf(f):
-        return "+Inf" if f > 0 else "-Inf"
-    return repr(int(f)) if f.is_integer() and abs(f) < 2**53 else repr(f)
-
-
-def render_prometheus(metrics: Mapping[str, float | int | bool | Metric | Sequence[Metric] | None]) -> str:
-    """Text exposition format: `# HELP`, `# TYPE`, then one sample line per label set. None values are left out."""
-    out: list[str] = []
-    for raw_name, value in sorted(metrics.items()):
-        samples = [value] if not isinstance(value, Sequence) else list(value)
-        samples = [s if isinstance(s, Metric) else Metric(s) for s in samples if s is not None]
-        samples = [s for s in samples if s.value is not None]
-        if not samples:
-            continue
-        name = metric_name(raw_name)
-        help_text = next((s.help for s in samples if s.help), name.replace("_", " "))
-        out.append(f"# HELP {name} {help_text.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}")
-        out.append(f"# TYPE {name} {samples[0].type}")
-        for s in samples:
-            labels = ",".join(f'{_NAME_BAD.sub("_", k)}="{_label_value(v)}"' for k, v in sorted(s.labels.items()))
-            out.append(f"{name}{{{labels}}} {_value(s.value)}" if labels else f"{name} {_value(s.value)}")
-    return "\n".join(out) + "\n"
 
 
 def write_prometheus(path: Path | str,
@@ -311,6 +291,7 @@ def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> di
     gps_state = str(gps.get("status", "no_fix")) if isinstance(gps, Mapping) else "no_fix"
     taken = None if age is None else (time.time() if now is None else now) - age
     return {
+        **_latency_metrics(d),
         "edge_fps": m("fps", "Frames per second through the detector"),
         "edge_frames_total": m("frames", "Frames read from the source", "counter"),
         "edge_frames_dropped_total": m("frames_dropped", "Frames dropped before detection", "counter"),
@@ -343,4 +324,28 @@ def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> di
             gps_state == "ok", "1 when a current GPS fix is available", labels={"status": gps_state}),
         "edge_status_updated_timestamp_seconds": None if taken is None else Metric(
             round(taken), "Unix time of the status snapshot (alert when it stops moving)"),
+    }
+
+
+def _latency_metrics(d: Mapping[str, object]) -> dict[str, Metric | Sequence[Metric | Histogram] | None]:
+    """Each stage's latency histogram (since start) and window p50/p99, and the latency budget's state."""
+    stages = {k: v for k, v in _stages(d).items() if isinstance(v.get("buckets"), list)}
+    budget = d.get("latency_budget_ms")
+
+    def window(q: str) -> list[Metric]:
+        return [Metric(float(v[f"{q}_ms"]) / 1000.0, f"Stage latency, {q} over the sliding window",  # type: ignore[arg-type]
+                       labels={"stage": k}) for k, v in stages.items() if isinstance(v.get(f"{q}_ms"), (int, float))]
+
+    help_text = ("Latency of each stage from capture to the broker's ack (stage=total: capture to ack), "
+                 "since the service started")
+    return {
+        "edge_stage_latency_seconds": [
+            Histogram(v["buckets"], int(v.get("total") or 0), float(v.get("sum_s") or 0.0), help_text,  # type: ignore[arg-type]
+                      {"stage": k}) for k, v in stages.items()],
+        "edge_stage_latency_p50_seconds": window("p50"),
+        "edge_stage_latency_p99_seconds": window("p99"),
+        "edge_latency_budget_seconds": None if not isinstance(budget, (int, float)) else Metric(
+            budget / 1000.0, "The latency budget: capture to ack p99 above it is flagged"),
+        "edge_latency_over_budget": None if "latency_over_budget" not in d else Metric(
+            bool(d["latency_over_budget"]), "1 while capture to ack p99 over the sliding window is above the budget"),
     }

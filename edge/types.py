@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,6 +28,8 @@ class Frame:
     image: np.ndarray = field(repr=False)  # BGR, HxWx3 uint8
     source: str = ""  # display name of the source (file name or URL without credentials)
     path: str | None = None  # file the frame was read from, for image folders (EXIF lives there)
+    # time.monotonic() when the decoder handed the frame over: where the "capture" stage latency starts
+    decoded_at: float = field(default_factory=time.monotonic, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from edge.config.gps import GpsConfig, NoGpsConfig
 from edge.config.sections import (
     DetectorConfig,
     KafkaConfig,
+    LatencyConfig,
     LogConfig,
     Section,
     SourceConfig,
@@ -31,6 +32,7 @@ class Config(Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     gps: GpsConfig = Field(default_factory=NoGpsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
 
     @field_validator("gps", mode="before")
     @classmethod

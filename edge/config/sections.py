@@ -51,6 +51,9 @@ class SourceConfig(Section):
                                  json_schema_extra=RELOAD)
     queue_size: int = Field(8, ge=1, le=1024, description="frames buffered between capture and inference")
     stall_timeout_s: float = Field(5.0, gt=0, description="live source: no frame for this long -> reopen")
+    decode_threads: int = Field(
+        1, ge=0, le=64, description="stream: FFmpeg decoder threads; 0: FFmpeg's choice. Frame threads hand each "
+        "frame over that many frames late and decode in bursts that take the cores inference and events need")
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     start_time: str = Field("", description="ISO 8601 start of a recording; empty: file modification time")
@@ -112,7 +115,11 @@ class SpoolConfig(Section):
         description="replay and ingest-csv (policy block): how long spooling may find no room (disk full, or "
         "max_bytes with nothing delivered) before the command stops, keeps what it spooled and exits 1",
     )
-    commit_interval_ms: float = Field(5.0, gt=0, le=10_000)
+    commit_interval_ms: float = Field(
+        0.0, ge=0, le=10_000,
+        description="how long a commit waits for more appends to join it; 0: at once (appends that come during a "
+        "commit join the next one). Each writer appends and waits, so a wait adds latency and batches nothing",
+    )
     commit_batch: int = Field(500, ge=1, le=100_000)
 
 
@@ -125,7 +132,7 @@ class KafkaConfig(Section):
     sasl_password: SecretStr = SecretStr("")
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     batch_size: int = Field(10_000, ge=1, le=1_000_000, description="messages per batch (batch.num.messages)")
-    linger_ms: float = Field(20.0, ge=0, le=900_000)
+    linger_ms: float = Field(5.0, ge=0, le=900_000, description="librdkafka linger.ms: part of every event's latency")
     max_in_flight: int = Field(10_000, ge=1, le=1_000_000, description="events taken from the spool, not yet acked")
     backoff_initial_ms: float = Field(100.0, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
@@ -152,6 +159,17 @@ class KafkaConfig(Section):
         if missing:
             raise FieldProblems(missing)
         return self
+
+
+class LatencyConfig(Section):
+    budget_ms: float = Field(
+        200.0, gt=0, le=3_600_000, json_schema_extra=RELOAD,
+        description="capture → broker ack p99 over the window above which the service logs one WARNING naming the "
+        "slowest stage and flags `edge status` (and one record when it is back under)",
+    )
+    window_s: float = Field(60.0, ge=5, le=3600, description="sliding window of the stage percentiles and the budget")
+    report_interval_s: float = Field(
+        60.0, ge=0, le=86_400, description="a journal record of every stage's p50/p99 this often; 0: none")
 
 
 class LogConfig(Section):

@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.config import DetectorConfig
 from edge.detect.model import ModelError, ModelInfo, load_model
-from edge.detect.yolo import Letterbox, decode, letterbox, to_tensor
+from edge.detect.yolo import Letterbox, decode, letterbox_tensor
 from edge.types import Detections
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,7 @@ class Detector:
         self.conf, self.iou, self.mask = conf, iou, mask
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        padded, geometry = letterbox(image, self.info.imgsz)
-        return to_tensor(padded, self.info.input_dtype), geometry
+        return letterbox_tensor(image, self.info.imgsz, self.info.input_dtype)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         return self.session.run(self._output_names, {self.info.input_name: tensor})[0]

@@ -12,6 +12,7 @@ import numpy as np
 from edge.buffers import BoundedQueue, Closed
 from edge.detect.detector import ObjectDetector
 from edge.detect.yolo import Letterbox
+from edge.latency import StageLatencies
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,18 @@ def _forward(stop: threading.Event, inq: BoundedQueue, outq: BoundedQueue, step)
 class Preprocess:
     """Frame → letterboxed NCHW tensor."""
 
-    def __init__(self, detector: ObjectDetector, inq: BoundedQueue[Frame], outq: BoundedQueue[Work]):
+    def __init__(self, detector: ObjectDetector, inq: BoundedQueue[Frame], outq: BoundedQueue[Work],
+                 latency: StageLatencies | None = None):
         self.detector, self.inq, self.outq = detector, inq, outq
+        self.latency = latency or StageLatencies()
 
     def _step(self, frame: Frame) -> Work:
         start, cpu = time.perf_counter(), time.thread_time()
+        self.latency.record("capture", time.monotonic() - frame.decoded_at)
         tensor, geometry = self.detector.preprocess(frame.image)
-        return Work(frame, tensor, geometry, overhead_ms=(time.perf_counter() - start) * 1000,
-                    overhead_cpu_ms=(time.thread_time() - cpu) * 1000)
+        took = time.perf_counter() - start
+        self.latency.record("preprocess", took)
+        return Work(frame, tensor, geometry, overhead_ms=took * 1000, overhead_cpu_ms=(time.thread_time() - cpu) * 1000)
 
     def run(self, stop: threading.Event) -> None:
         _forward(stop, self.inq, self.outq, self._step)
@@ -65,13 +70,17 @@ class Preprocess:
 class Infer:
     """Tensor → raw network output. The only stage that calls session.run."""
 
-    def __init__(self, detector: ObjectDetector, inq: BoundedQueue[Work], outq: BoundedQueue[Work]):
+    def __init__(self, detector: ObjectDetector, inq: BoundedQueue[Work], outq: BoundedQueue[Work],
+                 latency: StageLatencies | None = None):
         self.detector, self.inq, self.outq = detector, inq, outq
+        self.latency = latency or StageLatencies()
 
     def _step(self, work: Work) -> Work:
         start = time.perf_counter()
         work.output = self.detector.infer(work.tensor)
-        work.inference_ms = (time.perf_counter() - start) * 1000
+        took = time.perf_counter() - start
+        self.latency.record("inference", took)
+        work.inference_ms = took * 1000
         work.tensor = None
         return work
 

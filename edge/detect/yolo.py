@@ -55,6 +55,32 @@ def to_tensor(padded: np.ndarray, dtype: np.dtype = FLOAT32) -> np.ndarray:
     return blob if dtype == np.float32 else blob.astype(dtype)
 
 
+def _pad_value(dtype: np.dtype) -> np.floating:
+    """The tensor value of a grey 114 pixel, computed as blobFromImage computes every other pixel's."""
+    return to_tensor(np.full((1, 1, 3), PAD_VALUE, np.uint8), dtype).flat[0]
+
+
+def letterbox_tensor(image: np.ndarray, size: tuple[int, int], dtype: np.dtype = FLOAT32) -> tuple[np.ndarray, Letterbox]:
+    """`to_tensor(letterbox(image, size)[0])`, bit for bit, in about a sixth of the time: only the resized image
+    goes through blobFromImage (which is slow on the full 640×640), and the grey bands are filled in the tensor."""
+    h0, w0 = image.shape[:2]
+    th, tw = size
+    r = min(th / h0, tw / w0)
+    new_w, new_h = round(w0 * r), round(h0 * r)  # as letterbox(): Python's round on purpose
+    if (w0, h0) != (new_w, new_h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    top, left = round((th - new_h) / 2 - 0.1), round((tw - new_w) / 2 - 0.1)
+    out = np.empty((1, 3, th, tw), dtype)
+    pad = _pad_value(dtype)
+    out[:, :, :top] = pad
+    out[:, :, top + new_h:] = pad
+    out[:, :, top:top + new_h, :left] = pad
+    out[:, :, top:top + new_h, left + new_w:] = pad
+    out[:, :, top:top + new_h, left:left + new_w] = to_tensor(image, dtype)
+    gain = min(th / h0, tw / w0)
+    return out, Letterbox(h0, w0, gain, round((tw - w0 * gain) / 2 - 0.1), round((th - h0 * gain) / 2 - 0.1))
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy NMS like torchvision.ops.nms: indices kept, highest score first. Loops once per kept box,
     each step vectorised over the remaining candidates."""

@@ -38,6 +38,10 @@ class FlusherSpool(Protocol):
         """Wait until the acks and releases handed over so far are committed; False on timeout."""
         ...
 
+    def wait_appended(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for newly committed records (an idle flusher's wait); True when some came."""
+        ...
+
 
 @runtime_checkable
 class Flusher(Protocol):

@@ -51,7 +51,8 @@ def open_source(cfg: SourceConfig, *, start_time: float | None = None) -> FrameS
     kind: Kind = detect_kind(uri) if cfg.kind == "auto" else cfg.kind
     if kind in ("camera", "stream", "gstreamer"):
         return LiveSource(uri, kind, inference_fps=cfg.inference_fps, stall_timeout_s=cfg.stall_timeout_s,
-                          reconnect_initial_s=cfg.reconnect_initial_s, reconnect_max_s=cfg.reconnect_max_s)
+                          reconnect_initial_s=cfg.reconnect_initial_s, reconnect_max_s=cfg.reconnect_max_s,
+                          decode_threads=cfg.decode_threads)
     path = Path(uri).expanduser()
     if kind == "folder" or (kind == "file" and is_image_path(path)):
         return ImageFolderSource(path, inference_fps=cfg.inference_fps)

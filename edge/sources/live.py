@@ -73,6 +73,7 @@ class LiveSource:
         stall_timeout_s: float = 5.0,
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 30.0,
+        decode_threads: int = 1,
         open_capture: OpenCapture | None = None,
         rng: random.Random | None = None,
     ):
@@ -83,6 +84,7 @@ class LiveSource:
         self.name = f"camera {uri}" if uri.isdigit() else display_name(uri)
         self.period_s = 1.0 / inference_fps  # guarded by _grid_lock: set_fps() changes it from another thread
         self.stall_timeout_s = stall_timeout_s
+        self.decode_threads = decode_threads
         self.open_timeout_s = max(2.0 * stall_timeout_s, 5.0)
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = max(reconnect_max_s, reconnect_initial_s)
@@ -139,9 +141,10 @@ class LiveSource:
             api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
             return cv2.VideoCapture(target, api)
         if self.kind == "stream":
-            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
-                        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.stall_timeout_s * 1000)]
-            return cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, timeouts)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.stall_timeout_s * 1000),
+                      cv2.CAP_PROP_N_THREADS, self.decode_threads]
+            return cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, params)
         return cv2.VideoCapture(self.uri, cv2.CAP_GSTREAMER)
 
     def _open_failure(self) -> str:
@@ -292,7 +295,7 @@ class LiveSource:
             self._sampled(clock)
             opened_at = self._opened_at if self._opened_at is not None else now
             self._publish(Frame(index=index, timestamp_sec=now - opened_at, captured_at=wall, image=image,
-                                source=self.name), reader, stop)
+                                source=self.name, decoded_at=now), reader, stop)
         return None, delivered
 
     def _due(self, clock: float) -> bool:

@@ -160,6 +160,7 @@ class Spool(GroupCommit, DeadLetters, Transactions):
         self._stopping = False
         self._closed = False
         self._close_lock = threading.Lock()
+        self._appended = threading.Event()  # set by a commit that added records: wakes an idle flusher at once
 
     def _init_disk_full(self) -> None:
         """Disk-full and eviction reporting, and the disk reserve (made now; a warning when there is no room)."""
@@ -182,7 +183,7 @@ class Spool(GroupCommit, DeadLetters, Transactions):
         *,
         max_bytes: int = 256 << 20,
         when_full: QueuePolicy = "drop_oldest",
-        commit_interval_ms: float = 5.0,
+        commit_interval_ms: float = 0.0,
         commit_batch: int = 500,
         owner_name: str | None = None,
     ) -> Spool:
@@ -194,9 +195,9 @@ class Spool(GroupCommit, DeadLetters, Transactions):
             raise ValueError(f"when_full must be one of {get_args(QueuePolicy)}, got {when_full!r}")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
-        if commit_interval_ms <= 0 or commit_batch < 1:
+        if commit_interval_ms < 0 or commit_batch < 1:
             raise ValueError(
-                f"commit_interval_ms must be > 0 and commit_batch >= 1, got {commit_interval_ms}, {commit_batch}"
+                f"commit_interval_ms must be >= 0 and commit_batch >= 1, got {commit_interval_ms}, {commit_batch}"
             )
         path = Path(path)
         owner, writer, reader, recovery, mark, loss = open_parts(path, owner_name or f"spool {path}")
@@ -275,6 +276,13 @@ class Spool(GroupCommit, DeadLetters, Transactions):
             if self._work_since is None:
                 self._work_since = time.monotonic()
             self._cv.notify()
+
+    def wait_appended(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for a commit that added records; True when one came. Cleared on return: what a
+        later commit adds sets it again, and what an earlier one added is already visible to `lease`."""
+        came = self._appended.wait(timeout)
+        self._appended.clear()
+        return came
 
     # ------------------------------------------------------------------------------- lease and ack
     def lease(self, max_n: int) -> list[SpoolRecord]:

@@ -118,6 +118,7 @@ class GroupCommit:
     _is_disk_full: Callable[[BaseException], bool]
     _set_disk_full: Callable[[BaseException], None]
     _mark: MarkKeeper
+    _appended: threading.Event
 
     def _run(self) -> None:
         while True:
@@ -255,6 +256,8 @@ class GroupCommit:
         with self._state:
             self._acking.difference_update(work.acks)
         self._finish(work.appends, None)
+        if any(a.rows for a in work.appends):
+            self._appended.set()
         with self._cv:
             if unfit and not self._stopping:
                 self._inbox.extendleft(reversed(unfit))

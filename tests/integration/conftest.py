@@ -71,7 +71,7 @@ def proxied_broker(tmp_path_factory) -> Iterator[ProxiedBroker]:
 
 @pytest.fixture
 def spool(tmp_path):
-    s = open_spool(tmp_path / "spool.db", commit_interval_ms=5.0)  # the production default
+    s = open_spool(tmp_path / "spool.db", commit_interval_ms=0.0)  # the production default
     try:
         yield s
     finally:

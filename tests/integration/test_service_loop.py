@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from edge.daemon import Daemon
 from edge.localkafka import read_topic
 from edge.status import read_status
 from tests.support import wait_until
+
+sys.path.insert(0, str(Path(__file__).parent))  # stream_helpers, as the other live tests import it
+from stream_helpers import FfmpegStreamServer, ffmpeg_path, free_port  # noqa: E402
 
 DRIVE = "video/stop_sign_approach.mp4"
 
@@ -99,3 +103,40 @@ def test_an_unusable_source_gives_back_the_state_dir(tmp_path, data_dir, yolov8n
 
     with Delivery.start(daemon.cfg) as delivery:
         assert delivery.spool.stats().depth == 0, "the state dir's lock was given back"
+
+
+@pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg not installed: cannot serve a live stream")
+def test_live_service_times_each_stage_and_keeps_its_latency_budget(tmp_path, data_dir, yolov8n, tansu, kafka_topic,
+                                                                    caplog):
+    # given the service on a real-time stream with a budget no real path can keep, and a record every 5 s
+    config = _config(tmp_path, data_dir, yolov8n, tansu.bootstrap, kafka_topic)
+    with FfmpegStreamServer(data_dir / DRIVE, free_port()) as stream:
+        text = config.read_text().replace(f'uri = "{data_dir / DRIVE}"', f'uri = "{stream.url}"')
+        text = text.replace("[kafka]\n", f'prometheus_textfile = "{tmp_path / "edge.prom"}"\n[kafka]\n')
+        config.write_text(text + "[latency]\nbudget_ms = 1\nreport_interval_s = 5\n")
+        caplog.set_level(logging.INFO, logger="edge.latency")
+        with ServiceThread(config) as service:
+            warned = wait_until(lambda: [r for r in caplog.records if r.levelno == logging.WARNING],
+                                "the latency budget's WARNING", 90)
+            status = wait_until(lambda: (s := read_status(tmp_path / "run")) and s.get("latency_over_budget") and s,
+                                "status to flag the budget", 30)
+            # when the budget is raised by a reload
+            config.write_text(config.read_text().replace("budget_ms = 1\n", "budget_ms = 60000\n"))
+            service.reload.set()
+            wait_until(lambda: any(r.getMessage().startswith("latency back within budget") for r in caplog.records),
+                       "the recovery record", 30)
+            wait_until(lambda: any(r.getMessage().startswith("latency over the last") for r in caplog.records),
+                       "the periodic latency record", 30)
+    # then one warning named the slowest stage, status and the textfile showed every stage
+    assert len(warned) == 1, f"one WARNING while over: {[r.getMessage() for r in warned]}"
+    assert warned[0].LATENCY_SLOWEST_STAGE in STAGE_NAMES, warned[0].getMessage()
+    assert set(status["stages"]) == set(STAGE_NAMES) | {"total"}, f"every stage timed: {sorted(status['stages'])}"
+    assert all(v["p99_ms"] >= v["p50_ms"] >= 0 for v in status["stages"].values()), status["stages"]
+    prom = (tmp_path / "edge.prom").read_text()
+    for stage in STAGE_NAMES:
+        assert f'edge_stage_latency_seconds_bucket{{stage="{stage}",le="+Inf"}}' in prom, f"{stage} histogram: {prom}"
+    record = next(r for r in caplog.records if r.getMessage().startswith("latency over the last"))
+    assert float(record.LATENCY_TOTAL_P99_MS) > 0, "the periodic record carries the journal fields"
+
+
+STAGE_NAMES = ("capture", "preprocess", "inference", "postprocess", "spool", "produce", "ack")

@@ -411,7 +411,8 @@ def test_one_settings_model_per_gps_source():
 
 def test_reloadable_fields_are_those_marked_on_the_model():
     assert reloadable_fields() == {
-        "source": ("inference_fps",), "detector": ("confidence", "iou", "classes"), "log": ("level",)
+        "source": ("inference_fps",), "detector": ("confidence", "iou", "classes"), "log": ("level",),
+        "latency": ("budget_ms",),
     }, f"{reloadable_fields()}"
 
 

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from edge.config import KafkaConfig
+from edge.latency import StageLatencies
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher, Step
 from edge.sinks.protocols import Flusher, FlusherSpool
@@ -67,6 +68,10 @@ class FakeSpool:
 
     def flush(self, timeout: float | None = None) -> bool:
         return True  # every call above takes effect at once
+
+    def wait_appended(self, timeout: float) -> bool:
+        time.sleep(min(timeout, 0.005))  # records are only added by the test, before the flusher runs
+        return False
 
 
 class FakeMsg:
@@ -156,7 +161,8 @@ def make(spool, conf=None, **producer_kw):
         return p
 
     metrics = Metrics()
-    return KafkaFlusher(conf or cfg(), spool, metrics, producer_factory=factory), producers, metrics
+    flusher = KafkaFlusher(conf or cfg(), spool, metrics, producer_factory=factory, stages=StageLatencies())
+    return flusher, producers, metrics
 
 
 def run_steps(flusher, until: Callable[[], bool], max_steps: int = 500) -> None:
@@ -191,6 +197,9 @@ def test_all_delivered_with_key_headers_and_topic():
     snap = metrics.snapshot()
     assert (snap["sent"], snap["acked"], snap["failed"], snap["pending"]) == (25, 25, 0, 0), f"{snap}"
     assert snap["latency_p50_ms"] is not None, "latency recorded on ack"
+    stages = {k: v["count"] for k, v in f.stages.snapshot().items()}
+    assert stages == {"produce": 25, "ack": 25, "total": 25}, f"each event's produce, ack and total timed: {stages}"
+    assert not f._sent_at, "no produce time kept after the ack"
 
 
 def test_ack_only_on_delivery_report_and_window_bounded():

@@ -77,6 +77,15 @@ def test_every_frame_reaches_the_sink_in_order():
     assert stats.frames == 50 and stats.detections == 50, f"stats count frames and detections: {stats}"
 
 
+def test_each_stage_of_each_frame_is_timed():
+    p, _ = _pipeline(30)
+    p.run(threading.Event())
+    snap = p.latency.snapshot()
+    counts = {stage: v["count"] for stage, v in snap.items()}
+    assert counts == {"capture": 30, "preprocess": 30, "inference": 30, "postprocess": 30}, f"per frame: {counts}"
+    assert all(v["p99_ms"] >= 0 for v in snap.values()), f"{snap}"
+
+
 def test_stop_ends_capture_and_drains_frames_in_flight():
     p, got = _pipeline(10_000, detector=FakeDetector(infer_s=0.002))
     stop = threading.Event()

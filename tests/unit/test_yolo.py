@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.detect.yolo import Letterbox, decode, letterbox, nms
+from edge.detect.yolo import (
+    Letterbox,
+    decode,
+    letterbox,
+    letterbox_tensor,
+    nms,
+    to_tensor,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +70,16 @@ def test_decode_empty_and_clipping():
     assert boxes[0].tolist() == [0, 0, 15, 15], f"boxes clipped to the image, got {boxes[0].tolist()}"
     boxes, _, _ = decode(_raw([], []), geo, conf=0.25, iou=0.7, max_det=300)
     assert boxes.shape == (0, 4), "no candidates → empty result"
+
+
+@pytest.mark.parametrize("shape", [(720, 1280), (1280, 720), (640, 640), (481, 641), (3, 5), (1080, 1920)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_letterbox_tensor_is_letterbox_then_to_tensor_bit_for_bit(shape, dtype):
+    img = np.random.default_rng(7).integers(0, 256, (*shape, 3), np.uint8)
+    for size in ((640, 640), (384, 640)):
+        fast, geo = letterbox_tensor(img, size, np.dtype(dtype))
+        padded, expected_geo = letterbox(img, size)
+        slow = to_tensor(padded, np.dtype(dtype))
+        assert fast.dtype == slow.dtype and fast.shape == slow.shape, f"{fast.dtype} {fast.shape} vs {slow.dtype} {slow.shape}"
+        assert np.array_equal(fast, slow), f"{shape} {size}: max difference {np.abs(fast.astype(float) - slow).max()}"
+        assert geo == expected_geo, f"same geometry: {geo} vs {expected_geo}"

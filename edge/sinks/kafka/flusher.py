@@ -27,10 +27,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from confluent_kafka import KafkaException, Producer
 
 from edge.backoff import Backoff
 from edge.config import KafkaConfig
+from edge.latency import StageLatencies
 from edge.metrics import Metrics
 from edge.sinks.kafka.config import (
     IDLE_WAIT_S,
@@ -76,8 +78,11 @@ class KafkaFlusher(DeliveryReports):
         *,
         producer_factory: Callable[[dict[str, Any]], Any] = Producer,
         rng: Callable[[], float] = random.random,
+        stages: StageLatencies | None = None,  # the service's stage latencies: produce, ack and total recorded here
     ):
         self.cfg = cfg
+        self.stages = stages
+        self._sent_at: dict[int, float] = {}  # seq -> when produced (wall clock), only while `stages` is kept
         self.spool = spool
         self.metrics = metrics if metrics is not None else Metrics()
         self.loops = 0  # run/wait iterations: the service watchdog checks that this keeps moving
@@ -128,7 +133,19 @@ class KafkaFlusher(DeliveryReports):
             if result is Step.FAILED:
                 self._wait(self._backoff.next(), stop, until_progress=True)
             elif result is Step.IDLE:
-                self._wait(IDLE_WAIT_S, stop, until_progress=False, once=True)
+                self._wait_idle(stop)
+
+    def _wait_idle(self, stop: threading.Event) -> None:
+        """Nothing to lease. With events in flight, serve the producer (poll returns with their first report);
+        with none, wait for the spool's next commit instead, so that a new event is produced as soon as it is
+        committed rather than at the next look (up to IDLE_WAIT_S later: most of a live event's latency)."""
+        if self._inflight or self._producer is None or self._reports:
+            self._wait(IDLE_WAIT_S, stop, until_progress=False, once=True)
+            return
+        self.loops += 1
+        self.spool.wait_appended(IDLE_WAIT_S)
+        with self._lock:
+            self._serve(0)  # the client's own callbacks (errors, statistics) at least every IDLE_WAIT_S
 
     def step(self) -> Step:
         """One round: serve delivery reports, then lease and produce what the window allows."""
@@ -259,6 +276,8 @@ class KafkaFlusher(DeliveryReports):
         produce, topic, inflight = self._producer.produce, self.cfg.topic, self._inflight
         report, partial, headers, solo = self._report, functools.partial, event_headers, self._solo
         produced = 0
+        if self.stages is not None:
+            self._time_produced(records)
         for i, rec in enumerate(records):
             seq = rec.seq
             if solo and seq in solo:
@@ -274,6 +293,15 @@ class KafkaFlusher(DeliveryReports):
                     self.spool.release([r.seq for r in records[i:]])
                     return produced, _Produced.STOP
         return produced, None
+
+    def _time_produced(self, records: list[SpoolRecord]) -> None:
+        """The produce stage (spool append → produce) of a chunk, and its produce time for the ack stage. Taken
+        before the chunk is produced: a report served by a produce() that blocks must find it."""
+        if not records:
+            return
+        now = time.time()
+        self.stages.record_many("produce", now - np.fromiter((r.enqueued_at for r in records), np.float64, len(records)))
+        self._sent_at.update(dict.fromkeys((r.seq for r in records), now))
 
     def _produce_solo(self, records: list[SpoolRecord], i: int) -> int:
         """records[i] must go alone (a size error hit its batch): produce it only into an empty window,
@@ -354,4 +382,5 @@ class KafkaFlusher(DeliveryReports):
         self._solo_inflight = None
         self._retry.extend(self._inflight)
         self._inflight.clear()
+        self._sent_at.clear()
         self._apply()

@@ -27,6 +27,7 @@ from edge.sinks.kafka.errors import (
 )
 
 if TYPE_CHECKING:
+    from edge.latency import StageLatencies
     from edge.sinks.protocols import FlusherSpool
     from edge.spool import SpoolRecord
 
@@ -51,6 +52,8 @@ class DeliveryReports:
     _producer: Any
     _backoff: Backoff
     _inflight: dict[int, SpoolRecord]  # seq -> record, produced and not yet reported
+    _sent_at: dict[int, float]  # seq -> when it was produced, for the ack stage's latency
+    stages: StageLatencies | None
     _reports: list[tuple[int, KafkaError | None]]  # from poll(), not yet applied
     _retry: list[int]
     _dead: list[tuple[int, str]]
@@ -156,7 +159,11 @@ class DeliveryReports:
             if self._solo:
                 self._solo.difference_update(acked)
             self.spool.ack(acked)
-            self.metrics.record_acked(time.time() - np.asarray(captured))
+            now = time.time()
+            total = now - np.asarray(captured)
+            self.metrics.record_acked(total)
+            if self.stages is not None:
+                self._time_acked(acked, total, now)
             self._backoff.reset()
         if self._retry:
             retry, self._retry = self._retry, []
@@ -168,6 +175,16 @@ class DeliveryReports:
                 self.metrics.inc("failed")
                 self._dead_letter_now(seq, error)
         self.metrics.set_gauge("pending", len(self._inflight))
+
+    def _time_acked(self, acked: list[int], total: np.ndarray, now: float) -> None:
+        """The ack stage (produce → ack) and the total (capture → ack) of the events just acknowledged."""
+        sent = self._sent_at
+        if len(sent) > 2 * len(self._inflight) + len(acked):  # released or failed since: forget their times
+            for seq in [s for s in sent if s not in self._inflight]:
+                del sent[seq]
+        produced = np.fromiter((sent.pop(seq, now) for seq in acked), np.float64, len(acked))
+        self.stages.record_many("ack", now - produced)
+        self.stages.record_many("total", total)
 
     def _handle_failure(self, seq: int, err: KafkaError, was_solo: bool) -> None:
         if err.code() in SIZE_ERRORS and not was_solo:
