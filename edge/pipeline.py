@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.buffers import BoundedQueue, Closed
 from edge.detect.detector import ObjectDetector
-from edge.detect.stages import Infer, Preprocess, Work
+from edge.detect.stages import Infer, Preprocess, TensorPool, Work
 from edge.events import build_events
 from edge.latency import StageLatencies
 from edge.types import DetectionEvent, Frame, GpsFix
@@ -190,6 +190,7 @@ class Pipeline:
         self.max_restarts = max_restarts
         self._abort = threading.Event()
         tensors: BoundedQueue[Work] = BoundedQueue(depth, "block")
+        pool = TensorPool(keep=depth + 2)
         outputs: BoundedQueue[Work] = BoundedQueue(depth, "block")
         self.frames = frames
         self.emit = EmitEvents(
@@ -198,8 +199,8 @@ class Pipeline:
         )
         self.stages: list[tuple[str, Stage, BoundedQueue]] = [
             ("capture", capture, frames),
-            ("preprocess", Preprocess(detector, frames, tensors, self.latency), tensors),
-            ("infer", Infer(detector, tensors, outputs, self.latency), outputs),
+            ("preprocess", Preprocess(detector, frames, tensors, self.latency, pool), tensors),
+            ("infer", Infer(detector, tensors, outputs, self.latency, pool), outputs),
             ("emit", self.emit, outputs),
         ]
         self._queues = [frames, tensors, outputs]

@@ -46,7 +46,9 @@ class ObjectDetector(Protocol):
 
     provider: str
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]: ...
+    def preprocess(self, image: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+        """The input tensor of `image` (written into `out` when it fits) and how the image was fitted."""
+        ...
 
     def infer(self, tensor: np.ndarray) -> np.ndarray: ...
 
@@ -91,8 +93,11 @@ class Detector:
         mask = class_mask(self.info.names, classes)
         self.conf, self.iou, self.mask = conf, iou, mask
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        return letterbox_tensor(image, self.info.imgsz, self.info.input_dtype)
+    def preprocess(self, image: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+        h, w = self.info.imgsz
+        if out is not None and (out.shape != (1, 3, h, w) or out.dtype != self.info.input_dtype):
+            out = None
+        return letterbox_tensor(image, self.info.imgsz, self.info.input_dtype, out)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         return self.session.run(self._output_names, {self.info.input_name: tensor})[0]

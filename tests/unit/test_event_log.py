@@ -20,7 +20,7 @@ class FakeDetector:
 
     model_name = "fake.onnx"
 
-    def preprocess(self, image):
+    def preprocess(self, image, out=None):
         return image, Letterbox(4, 4, 1.0, 0, 0)
 
     def infer(self, tensor):

@@ -25,7 +25,7 @@ class FakeDetector:
         self.fail_on = set(fail_on or ())
         self.infer_s = infer_s
 
-    def preprocess(self, image):
+    def preprocess(self, image, out=None):
         return image, Letterbox(4, 4, 1.0, 0, 0)
 
     def infer(self, tensor):
@@ -75,6 +75,38 @@ def test_every_frame_reaches_the_sink_in_order():
     stats = p.run(threading.Event())
     assert [e.frame_number for e in got.items] == list(range(50)), "file replay: every frame, in order, none dropped"
     assert stats.frames == 50 and stats.detections == 50, f"stats count frames and detections: {stats}"
+
+
+class ReusingDetector(FakeDetector):
+    """Writes each frame into the tensor it is offered, as the real one does, and notes what it was offered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offered: list[int] = []
+        self.inferred: list[int] = []
+        self.pixels: list[int] = []  # what the model saw of each frame: its index, painted by FakeCapture
+
+    def preprocess(self, image, out=None):
+        if out is not None:
+            self.offered.append(id(out))
+            out[...] = image
+            return out, Letterbox(4, 4, 1.0, 0, 0)
+        return image.copy(), Letterbox(4, 4, 1.0, 0, 0)
+
+    def infer(self, tensor):
+        self.inferred.append(id(tensor))
+        self.pixels.append(int(tensor[0, 0, 0]))
+        return tensor.copy()
+
+
+def test_input_tensors_are_reused_only_after_inference_read_them():
+    detector = ReusingDetector()
+    p, got = _pipeline(40, detector=detector)
+    p.run(threading.Event())
+    assert detector.pixels == list(range(40)), f"the model saw each frame's own pixels, in order: {detector.pixels}"
+    assert len(got.items) == 40, f"every frame made its event: {len(got.items)}"
+    assert len(detector.offered) >= 30, f"most frames write into a recycled tensor: {len(detector.offered)} of 40"
+    assert set(detector.offered) <= set(detector.inferred), "only tensors the model already read are offered"
 
 
 def test_each_stage_of_each_frame_is_timed():

@@ -28,7 +28,7 @@ class OneBox:
 
     model_name, provider, classes = "fake.onnx", "cpu", ("stop sign",)
 
-    def preprocess(self, image):  # noqa: ANN001, ANN201
+    def preprocess(self, image, out=None):  # noqa: ANN001, ANN201
         return image, Letterbox(4, 4, 1.0, 0, 0)
 
     def infer(self, tensor):  # noqa: ANN001, ANN201
