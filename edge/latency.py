@@ -167,15 +167,20 @@ class LatencyBudget:
 
 class LatencyReport:
     """What the service's status loop does with the stage latencies every few seconds: a snapshot for status, the
-    budget's judgement, and every `interval_s` (and at the stop) one journal record with each stage's p50/p99."""
+    budget's judgement (from one window after the first update on), and every `interval_s` (and at the stop) one
+    journal record with each stage's p50/p99."""
 
     def __init__(self, stages: StageLatencies, budget: LatencyBudget, interval_s: float):
         self.stages, self.budget, self.interval_s = stages, budget, interval_s
         self._last: float | None = None
+        self._started: float | None = None
 
     def update(self, now: float, *, final: bool = False) -> dict[str, dict[str, object]]:
         snap = self.stages.snapshot()
-        self.budget.check(snap)
+        if self._started is None:
+            self._started = now
+        if now - self._started >= self.stages.window_s:  # a window with no start-up in it (model warm-up, the
+            self.budget.check(snap)                       # stream's first burst): no warning at every start
         if self._last is None:
             self._last = now  # the first record after one interval: a window that has filled
         elif snap and self.interval_s > 0 and (final or now - self._last >= self.interval_s):

@@ -113,7 +113,7 @@ def test_live_service_times_each_stage_and_keeps_its_latency_budget(tmp_path, da
     with FfmpegStreamServer(data_dir / DRIVE, free_port()) as stream:
         text = config.read_text().replace(f'uri = "{data_dir / DRIVE}"', f'uri = "{stream.url}"')
         text = text.replace("[kafka]\n", f'prometheus_textfile = "{tmp_path / "edge.prom"}"\n[kafka]\n')
-        config.write_text(text + "[latency]\nbudget_ms = 1\nreport_interval_s = 5\n")
+        config.write_text(text + "[latency]\nbudget_ms = 1\nreport_interval_s = 5\nwindow_s = 5\n")
         caplog.set_level(logging.INFO, logger="edge.latency")
         with ServiceThread(config) as service:
             warned = wait_until(lambda: [r for r in caplog.records if r.levelno == logging.WARNING],

@@ -117,6 +117,17 @@ def test_report_writes_one_journal_record_per_interval(caplog):
     assert len(caplog.records) == 2, "and one at the stop"
 
 
+def test_the_budget_is_judged_once_a_window_has_passed_since_start(caplog):
+    caplog.set_level(logging.INFO, logger="edge.latency")
+    budget = LatencyBudget(200.0)
+    report = LatencyReport(filled({"total": [900.0] * 30}), budget, interval_s=0)
+    report.update(100.0)
+    report.update(159.0)
+    assert not budget.exceeded, "start-up latency (warm-up, the stream's first burst) is not judged"
+    report.update(160.0)
+    assert budget.exceeded and budget.warnings == 1, "judged from one window (60 s) after the first update"
+
+
 def _status(budget: LatencyBudget) -> dict:
     snap = filled({"capture": [1.0] * 30, "spool": [3.0] * 30, "total": [250.0] * 30}).snapshot()
     budget.check(snap)
