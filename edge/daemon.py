@@ -13,7 +13,7 @@ from pathlib import Path
 from edge.config import Config, ConfigError, load_config, reloadable_fields
 from edge.delivery import Delivery
 from edge.detect import ObjectDetector
-from edge.latency import LatencyBudget, LatencyReport
+from edge.latency import LatencyBudget, LatencyReport, StageLatencies
 from edge.native import native_output_counts
 from edge.pipeline import Pipeline, StageFailed
 from edge.sources import FrameSource
@@ -42,6 +42,7 @@ class Daemon:
         self.session_id = session_id  # known before logging starts (cmd_run), so every record carries it
         self.config_path = config_path
         self.log_context = log_context
+        self.latency = StageLatencies(cfg.latency.window_s)  # every stage's, from capture to the broker's ack
         self.budget = LatencyBudget(cfg.latency.budget_ms)
 
     def _apply_reload(self, detector: ObjectDetector, source: FrameSource) -> None:
@@ -88,10 +89,10 @@ class Daemon:
         # a TensorRT engine build can take many minutes on a Jetson: keep extending the start timeout meanwhile
         with notifier.extending_timeout(60, status="loading the model (a TensorRT engine build can take minutes)"):
             detector = open_detector(self.cfg)
-        with Delivery.start(self.cfg) as delivery:
+        with Delivery.start(self.cfg, latency=self.latency) as delivery:
             sink = delivery.sink(live=True).write
             with build_detection(self.cfg, sink, detector=detector, session_id=self.session_id,
-                                 max_restarts=MAX_STAGE_RESTARTS, log_events=True, latency=delivery.latency) as run:
+                                 max_restarts=MAX_STAGE_RESTARTS, log_events=True, latency=self.latency) as run:
                 if self.log_context is not None:
                     self.log_context.update(session_id=run.session_id)
                 return self._serve(run, delivery, notifier, stop, reload or threading.Event())
@@ -119,7 +120,7 @@ class Daemon:
                  cfg.vehicle.vehicle_id, cfg.vehicle.camera_id, run.session_id, source.name, cfg.spool_path(),
                  cfg.kafka.bootstrap_servers or "none (spool only)")
         last_status = 0.0
-        latency = LatencyReport(delivery.latency, self.budget, cfg.latency.report_interval_s)
+        latency = LatencyReport(self.latency, self.budget, cfg.latency.report_interval_s)
         while runner.is_alive():
             runner.join(0.5)
             if reload.is_set():

@@ -135,7 +135,7 @@ class Delivery:
     cfg: Config
     spool: Spool
     metrics: Metrics = field(default_factory=Metrics)
-    latency: StageLatencies = field(default_factory=StageLatencies)  # every stage's, shared with the pipeline
+    latency: StageLatencies | None = None  # the service's stage latencies, shared with its pipeline
     flusher: Flusher | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -143,9 +143,12 @@ class Delivery:
     drained: bool | None = None  # set by finish(): None while running
 
     @classmethod
-    def start(cls, cfg: Config, *, when_full: QueuePolicy | None = None) -> Delivery:
+    def start(cls, cfg: Config, *, when_full: QueuePolicy | None = None,
+              latency: StageLatencies | None = None) -> Delivery:
+        """With `latency` (the service), spool commits and each event's produce and ack are timed into it; the
+        bulk commands (flush, ingest, replay) leave it out: per-event timing costs them throughput."""
         spool = open_spool(cfg, when_full=when_full)
-        d = cls(cfg, spool, latency=StageLatencies(cfg.latency.window_s))
+        d = cls(cfg, spool, latency=latency)
         if cfg.kafka.bootstrap_servers:
             try:
                 d.flusher = KafkaFlusher(cfg.kafka, spool, d.metrics, stages=d.latency)

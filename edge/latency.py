@@ -63,7 +63,7 @@ class StageLatencies:
             s = self._stages[stage]
             s.at.append(now)
             s.values.append(seconds)
-            self._unbinned[stage].append(seconds)
+            self._unbin(stage, [seconds])
 
     def record_many(self, stage: str, seconds: np.ndarray) -> None:
         """Many values at once (delivery reports come in batches)."""
@@ -75,7 +75,16 @@ class StageLatencies:
             s = self._stages[stage]
             s.at.extend([now] * len(values))
             s.values.extend(values)
-            self._unbinned[stage].extend(values)
+            self._unbin(stage, values)
+
+    def _unbin(self, stage: str, values: list[float]) -> None:
+        """Keep values for the histogram until snapshot() bins them, or bin them now once they are many: a
+        command that never asks for a snapshot must not grow without bound."""
+        pending = self._unbinned[stage]
+        pending.extend(values)
+        if len(pending) >= WINDOW_MAX:
+            self._stages[stage].hist.add_many(np.asarray(pending))
+            self._unbinned[stage] = []
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         """{stage: {p50_ms, p99_ms, max_ms, count (in the window), total (ever), sum_s, buckets}} for the stages

@@ -132,7 +132,9 @@ class KafkaConfig(Section):
     sasl_password: SecretStr = SecretStr("")
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     batch_size: int = Field(10_000, ge=1, le=1_000_000, description="messages per batch (batch.num.messages)")
-    linger_ms: float = Field(5.0, ge=0, le=900_000, description="librdkafka linger.ms: part of every event's latency")
+    linger_ms: float = Field(
+        0.0, ge=0, le=900_000, description="librdkafka linger.ms: part of every event's latency. 0: batches still "
+        "form from what queues while a request is in flight (queue flush measured 29k/s at 0, 23k/s at 5 ms)")
     max_in_flight: int = Field(10_000, ge=1, le=1_000_000, description="events taken from the spool, not yet acked")
     backoff_initial_ms: float = Field(100.0, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)

@@ -17,7 +17,7 @@ def test_defaults_are_idempotent_acks_all_zstd():
     assert conf["enable.idempotence"] is True, "idempotence is the no-duplicate guarantee per session"
     assert conf["acks"] == "all", "acks=all is required by idempotence"
     assert conf["compression.type"] == "zstd", "zstd is the default compression"
-    assert conf["linger.ms"] == 5.0 and conf["batch.num.messages"] == 10_000, f"batching: {conf}"
+    assert conf["linger.ms"] == 0.0 and conf["batch.num.messages"] == 10_000, f"batching: {conf}"
     assert conf["message.timeout.ms"] == 30_000, "undelivered events must come back to the spool in bounded time"
     assert conf["security.protocol"] == "PLAINTEXT" and "sasl.username" not in conf, f"no SASL by default: {conf}"
 
