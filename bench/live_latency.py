@@ -26,23 +26,17 @@ import numpy as np
 from edge.clock import parse_iso_time
 from edge.config import load_config
 from edge.config.loading import ENV_OVERRIDES
-from edge.localkafka.broker import LocalBroker, free_port
+from edge.localkafka.broker import LocalBroker
 from edge.status import read_status
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: the tests' stream and wait helpers
+from tests.integration.stream_helpers import FfmpegStreamServer, ffmpeg_path, free_port  # noqa: E402
+from tests.support import wait_until  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOPIC = "bench.live"
 REF_FRAMES = 30
 OUT_P50, OUT_P99, ACK_OVER_INF_P99 = 5.0, 15.0, 25.0  # targets, ms
-
-
-def wait_for(cond, what: str, timeout: float, every: float = 0.05):
-    """Calls `cond` until it returns something truthy (and returns that), or raises after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
-    return value
 
 
 def reference_cpu_per_run(model: str, video: str) -> tuple[float, int]:
@@ -70,24 +64,6 @@ def reference_cpu_per_run(model: str, video: str) -> tuple[float, int]:
     for t in tensors:
         session.run(outputs, {name: t})
     return (time.process_time() - start) / len(tensors), cfg.detector.intra_op_threads
-
-
-def is_serving(port: int) -> bool:
-    """127.0.0.1:`port` listens (or has accepted its one client), read from /proc without connecting to it."""
-    rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-    return any(f[1].endswith(f":{port:04X}") and f[3] in ("0A", "01") for f in rows if len(f) > 3)
-
-
-def start_stream(ffmpeg: str, video: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/live.ts"
-    proc = subprocess.Popen([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-                             "-i", video, "-c", "copy", "-f", "mpegts", "-listen", "1", url],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: is_serving(port) or proc.poll() is not None, f"ffmpeg to listen on {port}", 10)
-    if proc.poll() is not None:
-        raise RuntimeError(f"ffmpeg exited with status {proc.returncode} before listening")
-    return proc, url
 
 
 def write_config(tmp: Path, url: str, args: argparse.Namespace, bootstrap: str) -> Path:
@@ -141,7 +117,7 @@ def next_snapshot(status_file: Path, edge: subprocess.Popen, timeout: float = 20
     def mtime() -> int:  # the daemon replaces the file whole (rename): once there, it stays
         return status_file.stat().st_mtime_ns if status_file.exists() else 0
     before = mtime()
-    wait_for(lambda: mtime() != before or edge.poll() is not None, "the next status snapshot", timeout, 0.02)
+    wait_until(lambda: mtime() != before or edge.poll() is not None, "the next status snapshot", timeout, 0.02)
     if edge.poll() is not None:
         raise RuntimeError(f"edge run exited with status {edge.returncode}")
     return cpu_seconds(edge.pid), machine_busy(), read_status(status_file.parent) or {}
@@ -159,10 +135,11 @@ def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeo
     return None if proc is None else proc.returncode
 
 
-def live_run(tmp: Path, args: argparse.Namespace, ffmpeg: str, broker: LocalBroker, procs: dict) -> dict:
+def live_run(tmp: Path, args: argparse.Namespace, broker: LocalBroker, procs: dict) -> dict:
     """Runs `edge run` on the stream; returns the window's start (wall), CPU, frames and the last status."""
-    procs["ffmpeg"], url = start_stream(ffmpeg, args.video)
-    config = write_config(tmp, url, args, broker.bootstrap)
+    stream = procs["ffmpeg"] = FfmpegStreamServer(Path(args.video), free_port())
+    stream.start()
+    config = write_config(tmp, stream.url, args, broker.bootstrap)
     check = subprocess.run(edge_cmd("config", "check", str(config)), check=False, capture_output=True, text=True,
                            env=child_env())
     if check.returncode != 0:
@@ -172,7 +149,7 @@ def live_run(tmp: Path, args: argparse.Namespace, ffmpeg: str, broker: LocalBrok
     with open(tmp / "edge.log", "wb") as logf:
         edge = procs["edge"] = subprocess.Popen(edge_cmd("run", "--config", str(config)), stdin=subprocess.DEVNULL,
                                                 stdout=logf, stderr=subprocess.STDOUT, env=child_env())
-    wait_for(lambda: edge.poll() is not None or (read_status(status_file.parent) or {}).get("frames", 0) > 0,
+    wait_until(lambda: edge.poll() is not None or (read_status(status_file.parent) or {}).get("frames", 0) > 0,
              "the first analysed frame", 90, 0.2)
     if edge.poll() is not None:
         raise RuntimeError(f"edge run exited with status {edge.returncode} at start")
@@ -185,8 +162,8 @@ def live_run(tmp: Path, args: argparse.Namespace, ffmpeg: str, broker: LocalBrok
     time.sleep(remaining - 5)  # the last snapshot comes within STATUS_EVERY_S (5 s)
     cpu1, busy1, last = next_snapshot(status_file, edge)
     window = time.time() - t_start
-    if procs["ffmpeg"].poll() is not None:
-        print(f"note: ffmpeg exited ({procs['ffmpeg'].returncode}) during the run: the source reconnected?")
+    if stream.proc is None or stream.proc.poll() is not None:
+        print("note: ffmpeg exited during the run: the source reconnected?")
     rc = stop_process(edge)
     final = edge_status(config)  # the snapshot written at the stop: latency and stages over every event
     return {"t_start": t_start, "window": window, "cpu": cpu1 - cpu0, "busy": busy1 - busy0, "final": final, "rc": rc,
@@ -301,24 +278,23 @@ def main() -> int:
     args = ap.parse_args()
     if args.duration < args.warmup + 20:  # start-up (model load) and the 5 s status cadence come on top
         ap.error(f"--duration must be at least --warmup + 20 s ({args.warmup + 20:g})")
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
+    if ffmpeg_path() is None:
         print("ffmpeg not found: this benchmark needs it to serve a live stream (apt-get install ffmpeg)",
               file=sys.stderr)
         return 2
     print(f"reference: bare session.run on {REF_FRAMES} letterboxed frames of {args.video} ...", flush=True)
     ref_cpu, threads = reference_cpu_per_run(args.model, args.video)
     tmp = Path(tempfile.mkdtemp(prefix="edge-live-bench-"))
-    procs: dict[str, subprocess.Popen | None] = {"ffmpeg": None, "edge": None}
+    procs: dict = {"ffmpeg": None, "edge": None}  # an FfmpegStreamServer, the `edge run` process
     broker = LocalBroker(tmp / "broker")
     try:
         broker.start()
         broker.create_topic(TOPIC, partitions=3)
         print(f"live: edge run for {args.duration:g} s at {args.fps:g} fps, broker {broker.bootstrap} ...", flush=True)
         try:
-            run = live_run(tmp, args, ffmpeg, broker, procs)
+            run = live_run(tmp, args, broker, procs)
             run["window_s"] = args.window
-        except RuntimeError as exc:
+        except (RuntimeError, AssertionError) as exc:  # AssertionError: a wait_until timed out
             run = {"rc": None, "why": str(exc)}
         if run["rc"] != 0:
             why, tail = run.get("why") or f"exited with status {run['rc']}", "\n".join(read_log(tmp)[-40:])
@@ -330,7 +306,8 @@ def main() -> int:
         return 0
     finally:
         stop_process(procs["edge"], signal.SIGKILL, 10)
-        stop_process(procs["ffmpeg"], signal.SIGKILL, 10)
+        if procs["ffmpeg"] is not None:
+            procs["ffmpeg"].kill()
         broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -24,26 +25,31 @@ class Letterbox:
     pad_y: int
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping aspect ratio and pad with grey 114 to `size` (h, w), centred, as Ultralytics' LetterBox
-    (auto=False, scaleup=True, center=True). Returns the padded BGR uint8 image and the geometry."""
+def _fit(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, int, int, Letterbox]:
+    """The resized image, its top and left offsets in `size` (h, w), and the geometry: Ultralytics' LetterBox
+    (auto=False, scaleup=True, center=True)."""
     h0, w0 = image.shape[:2]
     th, tw = size
-    r = min(th / h0, tw / w0)
+    gain = min(th / h0, tw / w0)
     # Python's round (banker's) on purpose: Ultralytics uses it, and a 1-pixel shift changes scores.
-    new_w, new_h = round(w0 * r), round(h0 * r)
-    dw, dh = (tw - new_w) / 2, (th - new_h) / 2
+    new_w, new_h = round(w0 * gain), round(h0 * gain)
     if (w0, h0) != (new_w, new_h):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
+    top, left = round((th - new_h) / 2 - 0.1), round((tw - new_w) / 2 - 0.1)
+    pad_x, pad_y = round((tw - w0 * gain) / 2 - 0.1), round((th - h0 * gain) / 2 - 0.1)
+    return image, top, left, Letterbox(h0, w0, gain, pad_x, pad_y)
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping aspect ratio and pad with grey 114 to `size` (h, w), centred. Returns the padded BGR uint8
+    image and the geometry."""
+    resized, top, left, geometry = _fit(image, size)
+    new_h, new_w = resized.shape[:2]
+    bottom, right = size[0] - new_h - top, size[1] - new_w - left
     padded = cv2.copyMakeBorder(
-        image, top, bottom, left, right, cv2.BORDER_CONSTANT, dst=out, value=(PAD_VALUE, PAD_VALUE, PAD_VALUE)
+        resized, top, bottom, left, right, cv2.BORDER_CONSTANT, dst=out, value=(PAD_VALUE, PAD_VALUE, PAD_VALUE)
     )
-    gain = min(th / h0, tw / w0)
-    pad_x = round((tw - w0 * gain) / 2 - 0.1)
-    pad_y = round((th - h0 * gain) / 2 - 0.1)
-    return padded, Letterbox(h0, w0, gain, pad_x, pad_y)
+    return padded, geometry
 
 
 FLOAT32 = np.dtype(np.float32)
@@ -55,6 +61,7 @@ def to_tensor(padded: np.ndarray, dtype: np.dtype = FLOAT32) -> np.ndarray:
     return blob if dtype == np.float32 else blob.astype(dtype)
 
 
+@functools.cache
 def _pad_value(dtype: np.dtype) -> np.floating:
     """The tensor value of a grey 114 pixel, computed as blobFromImage computes every other pixel's."""
     return to_tensor(np.full((1, 1, 3), PAD_VALUE, np.uint8), dtype).flat[0]
@@ -70,15 +77,10 @@ def letterbox_tensor(image: np.ndarray, size: tuple[int, int], dtype: np.dtype =
     Faster: only the resized image is converted (blobFromImage is slow on the whole 640×640) and the grey bands
     are filled in the tensor. A reused `out` matters on a busy machine: a fresh 4.9 MB tensor is new pages
     from the kernel (page faults, huge-page compaction) and cost up to 50 ms a frame there."""
-    h0, w0 = image.shape[:2]
-    th, tw = size
-    r = min(th / h0, tw / w0)
-    new_w, new_h = round(w0 * r), round(h0 * r)  # as letterbox(): Python's round on purpose
-    if (w0, h0) != (new_w, new_h):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    top, left = round((th - new_h) / 2 - 0.1), round((tw - new_w) / 2 - 0.1)
+    resized, top, left, geometry = _fit(image, size)
+    new_h, new_w = resized.shape[:2]
     if out is None:
-        out = np.empty((1, 3, th, tw), dtype)
+        out = np.empty((1, 3, *size), dtype)
     pad = _pad_value(dtype)
     out[:, :, :top] = pad
     out[:, :, top + new_h:] = pad
@@ -86,9 +88,8 @@ def letterbox_tensor(image: np.ndarray, size: tuple[int, int], dtype: np.dtype =
     out[:, :, top:top + new_h, left + new_w:] = pad
     inner = out[0, :, top:top + new_h, left:left + new_w]
     for c in range(3):  # RGB planes from BGR pixels, each pixel * float32(1/255) as blobFromImage
-        np.multiply(image[:, :, 2 - c], _SCALE, out=inner[c], casting="unsafe")
-    gain = min(th / h0, tw / w0)
-    return out, Letterbox(h0, w0, gain, round((tw - w0 * gain) / 2 - 0.1), round((th - h0 * gain) / 2 - 0.1))
+        np.multiply(resized[:, :, 2 - c], _SCALE, out=inner[c], casting="unsafe")
+    return out, geometry
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

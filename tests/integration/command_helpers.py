@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import subprocess
+import threading
 from pathlib import Path
 
 
@@ -58,3 +60,26 @@ def number(pattern: str, text: str) -> int:
     found = re.search(pattern, text)
     assert found, f"{pattern!r} not in the output: {text[-1500:]}"
     return int(found.group(1).replace(",", ""))
+
+
+class Background:
+    """A command run in the background (`with Background(cmd, env) as run:`), its stderr read on a thread so that
+    a full pipe never stalls it; `output()` is what it wrote so far. Leaving the block kills it if still running."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]):
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self._lines.extend(self.proc.stderr), daemon=True)  # type: ignore[arg-type]
+        self._reader.start()
+
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(10)

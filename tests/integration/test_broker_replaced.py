@@ -6,14 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 import sys
-import threading
 import time
 import uuid
 
 import pytest
-from command_helpers import checkpointed_rows, write_drive_csv
+from command_helpers import Background, checkpointed_rows, write_drive_csv
 from kafka_helpers import AckLog, ReplaceableBroker, consume_until, make_items
 
 from edge.config import Config, KafkaConfig, StateConfig
@@ -114,25 +112,17 @@ def test_ingest_csv_exits_0_across_a_replaced_broker(brokers, tmp_path):
     cmd = [sys.executable, "-m", "edge", "--log-level", "INFO", "ingest-csv", str(csv),
            "--config", str(conf), "--state-dir", str(tmp_path / "state"), "-q", "--drain-timeout", "120",
            "--stall-timeout", "3", "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    reader.start()
-    try:
+    with Background(cmd, env) as run:
+        proc = run.proc
         wait_until(lambda: checkpointed_rows(tmp_path / "state") > 0 or proc.poll() is not None,
                    "the run to deliver a first chunk (or end)", 120, every=0.005)
-        assert proc.poll() is None, "the run ended before the broker could be replaced:\n" + "".join(lines)
+        assert proc.poll() is None, "the run ended before the broker could be replaced:\n" + run.output()
         # when the broker is replaced by a fresh one on the same address
         brokers.stop()
         brokers.start_fresh()
         brokers.create_topic(topic)
         rc = proc.wait(240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        reader.join(10)
-    out = "".join(lines)
+    out = run.output()
     # then the command delivers everything and exits 0
     assert "Traceback" not in out, out
     assert rc == 0, f"exit {rc}:\n{out[-4000:]}"
@@ -144,6 +134,6 @@ def test_ingest_csv_exits_0_across_a_replaced_broker(brokers, tmp_path):
     assert "go through the spool" in out, f"the hand-over to the spool is logged:\n{out[-4000:]}"
     # the flusher recreates its producer only if it had a producer id from the old broker (it had if it ever
     # connected before the swap; it may not have: it had nothing to send)
-    assert sum(RECREATED in ln for ln in lines) <= 1, f"recreation logged more than once:\n{out[-4000:]}"
+    assert sum(RECREATED in ln for ln in out.splitlines()) <= 1, f"recreation logged more than once:\n{out[-4000:]}"
     got = consume_until(brokers.bootstrap, topic, (), deadline_s=10, idle_after_s=2.0)
     assert got.count > 0, "nothing reached the new broker: the swap did not land mid-drain"

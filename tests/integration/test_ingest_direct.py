@@ -6,13 +6,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from edge.localkafka.topic import read_topic
 from tests.integration.command_helpers import (
+    Background,
     checkpointed_rows,
     edge_env,
     pending,
@@ -53,24 +53,15 @@ def test_a_broker_cut_mid_run_loses_nothing_and_the_flusher_sends_the_rest(proxi
     csv, state = write_drive_csv(tmp_path / "drive.csv", rows), tmp_path / "state"
     topic = proxied.create_topic()
     env = edge_env() | {"KAFKA_BOOTSTRAP_SERVERS": proxied.bootstrap, "KAFKA_TOPIC": topic}
-    proc = subprocess.Popen(_cmd(csv, state, "--stall-timeout", "2", "--workers", "1"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err: list[str] = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
+    with Background(_cmd(csv, state, "--stall-timeout", "2", "--workers", "1"), env) as run:
+        proc = run.proc
         progress = state / "ingest-progress.db"
         wait_until(lambda: progress.exists() or proc.poll() is not None, "the first checkpoint", 60, every=0.005)
         proxied.proxy.cut()
         wait_until(lambda: pending(state) > 0 or proc.poll() is not None, "events going to the spool", 60)
         proxied.proxy.restore()
         rc = proc.wait(180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        reader.join(10)
-    stderr = "".join(err)
+    stderr = run.output()
     assert rc == 0, f"the run delivers everything once the broker is back (exit 0), got {rc}: {stderr[-2500:]}"
     assert "go through the spool" in stderr, f"the cut sent the rest through the spool: {stderr[-2500:]}"
     ids = [e["detection_id"] for e in read_topic(proxied.bootstrap, topic, timeout=90)]
