@@ -19,6 +19,7 @@ from edge.events import new_session_id, recording_session_id
 from edge.gps import GpsProvider, TrackProvider, make_provider, start_from_first_fix
 from edge.latency import StageLatencies
 from edge.mediatime import container_creation_time
+from edge.objects.records import ObjectSink, ObjectTracking
 from edge.pipeline import EventSink, Pipeline, PipelineStats
 from edge.sources import Capture, FrameSource, SourceStats, open_source
 from edge.types import Frame
@@ -143,11 +144,13 @@ def build_detection(
     max_restarts: int = 0,
     log_events: bool = False,
     latency: StageLatencies | None = None,
+    objects: ObjectSink | None = None,
 ) -> DetectionRun:
     """The pipeline of `edge run`, `replay` and `demo` over cfg.source: capture (live: drop the oldest; files:
     block), preprocess, infer, events with GPS, into `sink`. Raises SourceError / ModelError / ConfigError /
     TrackError for unusable inputs, having closed what it opened. A `gps` provider given is used as it is
-    (started by the caller) and closed with the run."""
+    (started by the caller) and closed with the run. With tracking on (cfg.tracking), events carry track ids and
+    the record of each tracked object goes to `objects` (None: counted in the stats only)."""
     if gps_offset is not None and (start_time is not None or not math.isfinite(gps_offset)):
         why = "not a finite number" if start_time is None else "give --start-time or --gps-offset, not both"
         raise ConfigError("--gps-offset", [("gps_offset", f"{why} (got {gps_offset!r})")])
@@ -166,10 +169,15 @@ def build_detection(
         source = LimitedSource(source, limit)
     session_id = session_id or session_for(cfg, cfg.source.uri, start)
     frames: BoundedQueue[Frame] = Capture.queue_for(source, cfg.source.queue_size)
+    tracking = None
+    if cfg.tracking.enabled:
+        tracking = ObjectTracking(cfg.tracking, cfg.camera, vehicle_id=cfg.vehicle.vehicle_id,
+                                  camera_id=cfg.vehicle.camera_id, session_id=session_id, model=detector.model_name)
     pipeline = Pipeline(
         Capture(source, frames), frames, detector, sink,
         vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=session_id,
-        gps=gps, max_restarts=max_restarts, log_events=log_events, latency=latency,
+        gps=gps, max_restarts=max_restarts, log_events=log_events, latency=latency, tracking=tracking,
+        objects=objects,
     )
     pipeline.stats.expected_frames = source.expected_frames()
     return DetectionRun(pipeline, source, gps, detector, session_id)

@@ -90,9 +90,10 @@ class Daemon:
         with notifier.extending_timeout(60, status="loading the model (a TensorRT engine build can take minutes)"):
             detector = open_detector(self.cfg)
         with Delivery.start(self.cfg, latency=self.latency) as delivery:
-            sink = delivery.sink(live=True).write
-            with build_detection(self.cfg, sink, detector=detector, session_id=self.session_id,
-                                 max_restarts=MAX_STAGE_RESTARTS, log_events=True, latency=self.latency) as run:
+            sink = delivery.sink(live=True)
+            with build_detection(self.cfg, sink.write, detector=detector, session_id=self.session_id,
+                                 max_restarts=MAX_STAGE_RESTARTS, log_events=True, latency=self.latency,
+                                 objects=sink.write_objects) as run:
                 if self.log_context is not None:
                     self.log_context.update(session_id=run.session_id)
                 return self._serve(run, delivery, notifier, stop, reload or threading.Event())

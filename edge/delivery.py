@@ -16,7 +16,8 @@ from edge.sinks.kafka import KafkaFlusher
 from edge.sinks.protocols import Flusher
 from edge.spool import Spool, SpoolFull, SpoolItem, SpoolStats
 from edge.spool.disk import free_bytes
-from edge.types import BrokerState, DetectionEvent, QueuePolicy
+from edge.spool.records import Stream
+from edge.types import BrokerState, DetectionEvent, ObjectRecord, QueuePolicy
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ class SpoolSink:
         self.live = live
         self.room_timeout = room_timeout
         self.stop = stop or threading.Event()
-        self.written = 0  # events (items) committed to the spool
+        self.written = 0  # events and object records (items) committed to the spool
+        self.objects_written = 0  # of them, object records
         self.not_spooled = 0  # events given up on: no room
+        self.objects_not_spooled = 0  # object records given up on: no room
         self.no_room: str | None = None  # one line: why the sink gave up (disk full at …, bytes free)
         self._no_room_since: float | None = None
 
@@ -53,14 +56,32 @@ class SpoolSink:
         since = None if self.live else time.time()
         items = [SpoolItem.from_event(e, since) for e in events]
         start = time.perf_counter()
-        try:
-            self.append(items)
+        if self._append_counted(items):
             if self.latency is not None:
                 self.latency.record("spool", time.perf_counter() - start)
+        else:
+            self.not_spooled += len(items)
+
+    def write_objects(self, records: Sequence[ObjectRecord]) -> None:
+        """Object records, for kafka.objects_topic: the same spool, the same guarantees (deduplicate on
+        object_id). Their delivery latency counts from now: a record is made when its track ends."""
+        now = time.time()
+        items = [SpoolItem(key=r.vehicle_id, value=r.to_json().encode("utf-8"), detection_id=r.object_id,
+                           captured_at=now, schema_version=r.schema_version, stream=Stream.OBJECTS) for r in records]
+        if self._append_counted(items):
+            self.objects_written += len(items)
+        else:
+            self.objects_not_spooled += len(items)
+
+    def _append_counted(self, items: list[SpoolItem]) -> bool:
+        """Appends; False when there was no room within the bound (room_timeout): the caller counts them."""
+        try:
+            self.append(items)
+            return True
         except SpoolFull:
             if self.room_timeout is None:
                 raise
-            self.not_spooled += len(events)
+            return False
 
     def append(self, items: Sequence[SpoolItem], timeout: float | None = None) -> None:
         """Spool.append within the room bound (the same signature: it can stand in for the spool, as for

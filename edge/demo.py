@@ -42,6 +42,7 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
             broker = stack.enter_context(LocalBroker(log_dir=workdir))
             bootstrap = broker.bootstrap
             broker.create_topic(cfg.kafka.topic, partitions=3)
+            broker.create_topic(cfg.kafka.objects_topic, partitions=3)
             print(f"started a local Kafka-protocol broker (Tansu) at {bootstrap}", file=out)
         overrides["kafka"] = cfg.kafka.model_copy(update={"bootstrap_servers": bootstrap})
         cfg = cfg.model_copy(update=overrides)
@@ -49,7 +50,8 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
               f" → spool {cfg.spool_path()} → topic {cfg.kafka.topic}", file=out)
         delivery = stack.enter_context(Delivery.start(cfg, when_full="block"))
         started = time.monotonic()
-        result = run_replay(cfg, delivery.sink(live=False).write, stop=threading.Event())
+        sink = delivery.sink(live=False)
+        result = run_replay(cfg, sink.write, stop=threading.Event(), objects=sink.write_objects)
         drained = delivery.finish(drain_timeout)
         produced = result.stats.detections
         events = consume_all(bootstrap, cfg.kafka.topic)
@@ -66,8 +68,18 @@ def run_demo(cfg: Config, *, out=sys.stdout, drain_timeout: float = 60.0, show: 
         print(f"frames analysed {result.stats.frames} in {time.monotonic() - started:.1f} s; events produced {produced}; "
               f"on the topic {len(events)} unique detection ids ({', '.join(f'{k}: {v}' for k, v in sorted(by_class.items())) or 'none'})",
               file=out)
+        # this drive's: a configured broker's topic may hold other sessions' objects
+        objects = {o["object_id"]: o for o in read_topic(bootstrap, cfg.kafka.objects_topic)
+                   if o.get("session_id") == result.session_id}
+        for o in objects.values():
+            where = (f"at {o['lat']:.6f},{o['lon']:.6f} ± {o['position_error_m']:.1f} m" if o["lat"] is not None
+                     else f"no position ({o['position_status']})")
+            print(f"  object {o['class_name']:<13} track {o['track_id']}: {o['detections']} detections, best "
+                  f"{o['best_confidence']:.2f}, {where}, id {o['object_id']}", file=out)
+        print(f"objects made {result.stats.objects}; on topic {cfg.kafka.objects_topic} {len(objects)} unique object ids",
+              file=out)
         for line in delivery.report():
             print(line, file=out)
-        ok = drained and len(events) == produced
+        ok = drained and len(events) == produced and len(objects) == result.stats.objects
         print("all events delivered" if ok else "NOT all events were delivered (see the log above)", file=out)
         return 0 if ok else 1

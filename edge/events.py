@@ -7,6 +7,7 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,11 @@ DETECTION_NAMESPACE = uuid.UUID("6b1f7c52-3f0e-5c1a-9d8e-2f4a0c3e9b71")
 def detection_id(*parts: object) -> str:
     """Stable UUIDv5 from the parts (session, source, frame, index): a retry or a replay gives the same id."""
     return str(uuid.uuid5(DETECTION_NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def object_id(session_id: str, camera_id: str, source: str, track_id: int) -> str:
+    """Stable UUIDv5 of a tracked object: a replay or an ingest of the same input gives the same id."""
+    return detection_id("object", session_id, camera_id, source, track_id)
 
 
 def new_session_id(now: dt.datetime | None = None) -> str:
@@ -58,8 +64,10 @@ def build_events(
     inference_latency_ms: float | None,
     gps: GpsFix | None = None,
     now: float,
+    track_ids: Sequence[int] | None = None,
 ) -> list[DetectionEvent]:
-    """One event per detection; detection index is the position in `detections` (sorted by confidence)."""
+    """One event per detection; detection index is the position in `detections` (sorted by confidence);
+    `track_ids`, one per detection, from the source's tracker (None: not tracked)."""
     gps = gps or GpsFix.none()
     ingested = iso_utc(now)
     captured = iso_utc(frame.captured_at)
@@ -93,6 +101,7 @@ def build_events(
                 gps_source=gps.source,
                 gps_status=gps.status,
                 gps_age_ms=gps.age_ms,
+                track_id=None if track_ids is None else int(track_ids[i]),
             )
         )
     return out
@@ -101,3 +110,8 @@ def build_events(
 def event_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a detection event, as shipped in the package."""
     return json.loads(resources.files("edge").joinpath("event.schema.json").read_text())
+
+
+def object_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of an object record (the objects topic), as shipped in the package."""
+    return json.loads(resources.files("edge").joinpath("object.schema.json").read_text())

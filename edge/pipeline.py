@@ -17,6 +17,7 @@ from edge.detect.detector import ObjectDetector
 from edge.detect.stages import Infer, Preprocess, TensorPool, Work
 from edge.events import build_events
 from edge.latency import StageLatencies
+from edge.objects.records import ObjectSink, ObjectTracking, frame_columns
 from edge.types import DetectionEvent, Frame, GpsFix
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class PipelineStats:
     inference_ms: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=TIMING_WINDOW))
     by_class: dict[str, int] = field(default_factory=dict)
     last_fix: GpsFix | None = None  # GPS fix of the latest frame with detections
+    objects: int = 0  # object records made (tracks that ended)
+    objects_located: int = 0  # of them, with a position
     expected_frames: int | None = None  # known for recordings: progress and ETA
 
     @property
@@ -84,8 +87,11 @@ class EmitEvents:
         clock: Callable[[], float] = time.time,
         log_events: bool = False,
         latency: StageLatencies | None = None,
+        tracking: ObjectTracking | None = None,
+        objects: ObjectSink | None = None,
     ):
         self.detector, self.inq, self.sink = detector, inq, sink
+        self.tracking, self.objects = tracking, objects
         self.latency = latency or StageLatencies()
         self.vehicle_id, self.camera_id, self.session_id = vehicle_id, camera_id, session_id
         self.gps, self.stats, self.clock = gps, stats, clock
@@ -95,6 +101,7 @@ class EmitEvents:
         start, cpu = time.perf_counter(), time.thread_time()
         detections = self.detector.postprocess(work.output, work.geometry)
         events: list[DetectionEvent] = []
+        track_ids = self._track(work.frame, detections) if self.tracking is not None else None
         if len(detections):
             fix = self.gps.fix_for(work.frame) if self.gps is not None else None
             self.stats.last_fix = fix
@@ -108,7 +115,9 @@ class EmitEvents:
                 inference_latency_ms=work.inference_ms,
                 gps=fix,
                 now=self.clock(),
+                track_ids=track_ids,
             )
+        records = self.tracking.observe(events) if self.tracking is not None else []
         took = time.perf_counter() - start
         self.latency.record("postprocess", took)
         overhead = work.overhead_ms + took * 1000
@@ -117,6 +126,8 @@ class EmitEvents:
             self.sink(events)
             if self.log_events:
                 _log_events(events)
+        if records:
+            self._objects(records)
         st = self.stats
         st.frames += 1
         st.overhead_ms.append(overhead)
@@ -130,14 +141,31 @@ class EmitEvents:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("frame %d: %s", work.frame.index, ", ".join(f"{e.class_name} {e.confidence:.2f}" for e in events))
 
+    def _track(self, frame: Frame, detections) -> list[int]:  # noqa: ANN001 - Detections
+        """Track ids of the frame's detections; a frame without any still ages the tracks."""
+        u, v = frame_columns(detections.xyxy)
+        classes = [detections.class_name(i) for i in range(len(detections))]
+        return self.tracking.assign(frame.captured_at, classes, detections.confidence, u, v, detections.xyxy,
+                                    int(frame.image.shape[1]))
+
+    def _objects(self, records: list) -> None:  # noqa: ANN001 - ObjectRecords
+        self.stats.objects += len(records)
+        self.stats.objects_located += sum(r.position_status == "ok" for r in records)
+        if self.objects is not None:
+            self.objects(records)
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 work = self.inq.get(timeout=0.2)
             except Closed:
-                return
+                break
             if work is not None:
                 self._step(work)
+        if self.tracking is not None:  # the end of the input, or a stop: every open track becomes its record
+            records = self.tracking.finish()
+            if records:
+                self._objects(records)
 
 
 def _log_events(events: Sequence[DetectionEvent]) -> None:
@@ -182,6 +210,8 @@ class Pipeline:
         max_restarts: int = 0,
         log_events: bool = False,  # the service: one journal line per event; replays keep their output short
         latency: StageLatencies | None = None,  # the service shares it with delivery (spool, produce, ack)
+        tracking: ObjectTracking | None = None,  # tracks, object records; None: events without track_id
+        objects: ObjectSink | None = None,  # where object records go (None: counted only)
     ):
         self.stats = PipelineStats()
         self.latency = latency or StageLatencies()
@@ -195,7 +225,7 @@ class Pipeline:
         self.frames = frames
         self.emit = EmitEvents(
             detector, outputs, sink, vehicle_id=vehicle_id, camera_id=camera_id, session_id=session_id,
-            gps=gps, stats=self.stats, log_events=log_events, latency=self.latency,
+            gps=gps, stats=self.stats, log_events=log_events, latency=self.latency, tracking=tracking, objects=objects,
         )
         self.stages: list[tuple[str, Stage, BoundedQueue]] = [
             ("capture", capture, frames),

@@ -99,6 +99,8 @@ class Snapshot:
     stages: dict[str, dict[str, object]] = field(default_factory=dict)
     latency_budget_ms: float | None = None
     latency_over_budget: bool = False  # capture → ack p99 over the window is above the budget
+    objects: int = 0  # object records made (tracks that ended)
+    objects_located: int = 0  # of them, with a position
 
     @classmethod
     def of(cls, *, pipeline: PipelineStats, source: SourceStats, spool: SpoolStats, broker: BrokerState,
@@ -121,7 +123,8 @@ class Snapshot:
             gps=GpsView.of(pipeline.last_fix), native_log_lines=int(native.get("native_log_lines", 0)),
             native_log_dropped=int(native.get("native_log_dropped", 0)), drained=drained,
             stages=dict(stages or {}), latency_budget_ms=None if budget is None else budget.budget_ms,
-            latency_over_budget=bool(budget and budget.exceeded),
+            latency_over_budget=bool(budget and budget.exceeded), objects=pipeline.objects,
+            objects_located=pipeline.objects_located,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -228,6 +231,7 @@ def format_status(d: Mapping[str, object], now: float | None = None) -> str:
         f"fps:         {_num(d.get('fps'), '{:.1f}')}",
         f"frames:      {_num(d.get('frames'))} read, {_num(d.get('frames_dropped'))} dropped",
         f"detections:  {_num(d.get('detections'))}",
+        f"objects:     {_num(d.get('objects'))} ({_num(d.get('objects_located'))} located)",
         f"spool:       {_num(d.get('spool_depth'))} waiting, oldest {_num(d.get('spool_oldest_age_s'), '{:.0f} s')}"
         + (f", {d['dead_letters']} dead letters" if d.get("dead_letters") else "")
         + (f", LOST {d['spool_lost']} (WAL lost or damaged: edge queue stats)" if d.get("spool_lost") else ""),
@@ -296,6 +300,8 @@ def metrics_from_status(d: Mapping[str, object], now: float | None = None) -> di
         "edge_frames_total": m("frames", "Frames read from the source", "counter"),
         "edge_frames_dropped_total": m("frames_dropped", "Frames dropped before detection", "counter"),
         "edge_detections_total": m("detections", "Detections produced", "counter"),
+        "edge_objects_total": m("objects", "Object records made (tracks that ended)", "counter"),
+        "edge_objects_located_total": m("objects_located", "Object records with a position", "counter"),
         "edge_spool_depth": m("spool_depth", "Events in the spool waiting for the broker"),
         "edge_spool_bytes": m("spool_bytes", "Size of the spool in bytes"),
         "edge_spool_oldest_age_seconds": m("spool_oldest_age_s", "Age of the oldest undelivered event"),

@@ -1,4 +1,4 @@
-"""Frozen value types that flow between pipeline stages: Frame, Detections, GpsFix, DetectionEvent."""
+"""Frozen value types that flow between pipeline stages: Frame, Detections, GpsFix, DetectionEvent, ObjectRecord."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # of DetectionEvent (edge/event.schema.json); the change list from 1 is in the README
+OBJECT_SCHEMA_VERSION = 1  # of ObjectRecord (edge/object.schema.json)
 
 GpsSource = Literal["gpsd", "exif", "track", "fixed", "none"]
 GpsStatus = Literal["ok", "stale", "no_fix"]
+# why an object has no position: no GPS with heading in its sightings, the vehicle did not move, the bearings
+# barely differ, the rays do not meet in front of the camera, or the image width is unknown (CSV input)
+PositionStatus = Literal["ok", "no_gps", "stationary", "low_parallax", "no_intersection", "no_image_width"]
 QueuePolicy = Literal["drop_oldest", "block"]  # a full queue or spool: evict the oldest, or wait for room
 BrokerState = Literal["none", "connected", "unreachable"]  # no broker configured, or whether it is reachable
 
@@ -91,8 +95,8 @@ class DetectionEvent:
     vehicle_lon: float | None
     heading: float | None
     camera_id: str
-    class_id: int
-    bbox: tuple[float, float, float, float]
+    class_id: int | None  # None: the class name is not one of the model's (CSV rows)
+    bbox: tuple[float, float, float, float] | None  # None: a point detection (CSV rows carry only u, v)
     inference_latency_ms: float | None
     captured_at: str  # ISO 8601 UTC, when the frame was captured
     model: str
@@ -100,12 +104,46 @@ class DetectionEvent:
     gps_source: GpsSource = "none"
     gps_status: GpsStatus = "no_fix"
     gps_age_ms: int | None = None
+    track_id: int | None = None  # the object this detection belongs to (ObjectRecord.track_id); None: not tracked
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["bbox"] = list(self.bbox)
+        d["bbox"] = None if self.bbox is None else list(self.bbox)
         return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """One physical object (a sign), tracked over the frames of one source, and where it stands
+    (schema in edge/object.schema.json): made once, when its track ends."""
+
+    object_id: str  # UUIDv5 of session, camera, source and track id: stable across retries and replays
+    vehicle_id: str
+    session_id: str
+    camera_id: str
+    source: str
+    track_id: int
+    class_name: str
+    first_seen: str  # ISO 8601 UTC capture time of its first detection
+    last_seen: str
+    detections: int  # detection events that carry its track_id
+    best_confidence: float
+    best_detection_id: str
+    lat: float | None  # where the object stands, estimated from the bearings of its sightings
+    lon: float | None
+    position_error_m: float | None  # 1-sigma radius of the estimate along its worst axis
+    position_status: PositionStatus
+    sightings: int  # detections with a position and heading that the estimate used
+    model: str
+    ingested_at: str  # ISO 8601 UTC, when the record was made
+    schema_version: int = OBJECT_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)

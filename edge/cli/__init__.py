@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from edge import __version__
 from edge.config import ConfigError
@@ -17,7 +16,7 @@ from edge.exitcodes import EPILOG, Exit
 from edge.logs import setup_logging
 
 log = logging.getLogger("edge.cli")
-from edge.cli.args import finite_float, positive_seconds
+from edge.cli.args import finite_float, output_file, positive_seconds
 from edge.cli.commands import (
     cmd_config_check,
     cmd_demo,
@@ -42,29 +41,6 @@ def _print_config_error(exc: ConfigError) -> None:
 # --- parser -----------------------------------------------------------------------------------
 
 
-def _output_file(text: str) -> str:
-    """argparse type for --out: '-', or a file name the file system can hold in a folder that exists, checked
-    before the model loads (a usage error, exit 2, not a failure after the run)."""
-    if text == "-":
-        return text
-    path = Path(text)
-    try:
-        limit = os.pathconf(path.parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255  # what Linux file systems allow
-    size = len(os.fsencode(path.name))
-    if size > limit:  # before any stat of the path itself, which would fail with ENAMETOOLONG
-        raise argparse.ArgumentTypeError(f"file name of {size} bytes: the file system allows at most {limit}")
-    try:
-        if not text or path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
-        if not path.parent.is_dir():
-            raise argparse.ArgumentTypeError(f"{text}: folder {path.parent} does not exist")
-    except OSError as exc:  # a folder name too long, a path too long
-        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
-    return text
-
-
 def _with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", help="TOML file (default: $EDGE_CONFIG, then /etc/edge-detector/edge.toml)")
     return p
@@ -75,8 +51,10 @@ def _add_recording_commands(sub) -> None:  # noqa: ANN001 - argparse's private _
     p = _with_config(sub.add_parser("replay", help="run the pipeline over a recording (video file, image folder, URL)"))
     p.add_argument("source", help="video file, image folder, camera index, /dev/videoN, rtsp/http URL")
     p.add_argument("--fps", type=float, help="frames per second to analyse (default: config, INFERENCE_FPS, 5)")
-    p.add_argument("--out", type=_output_file, help="file-only run: write events as JSON lines to this file "
+    p.add_argument("--out", type=output_file, help="file-only run: write events as JSON lines to this file "
                    "('-' = stdout) instead of the spool and Kafka")
+    p.add_argument("--objects-out", type=output_file, help="write the object records (one per tracked object, "
+                   "with where it stands) as JSON lines to this file ('-' = stdout) instead of the spool")
     p.add_argument("--drain-timeout", type=float, default=60.0,
                    help="seconds to wait at the end for Kafka to acknowledge spooled events (default 60)")
     p.add_argument("--limit", type=int, help="stop after N analysed frames")

@@ -88,10 +88,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             sink = stack.enter_context(contextlib.closing(JsonlSink(args.out)))
         else:
             sink = delivery.sink(live=False, room_timeout=cfg.spool.block_timeout_s, stop=stop)
+        # object records: to their file, else beside the events in the spool; a file-only run without the option
+        # only counts them
+        objects = stack.enter_context(contextlib.closing(JsonlSink(args.objects_out))) if args.objects_out else None
+        object_sink = objects.write if objects is not None else None if delivery is None else sink.write_objects
         stack.callback(progress.done)
         result = run_replay(
             cfg, sink.write, limit=args.limit, start_time=start_time, gps_offset=args.gps_offset, stop=stop,
-            on_tick=progress, all_classes=args.all_classes,
+            on_tick=progress, all_classes=args.all_classes, objects=object_sink,
         )
         progress.done()
         # a stop asked for is quick: what is not delivered stays in the spool
@@ -101,7 +105,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         tail = [f"  events written: {sink.written} to {'stdout' if args.out == '-' else args.out}"]
     else:
         lost = f", not spooled: {sink.not_spooled} (no room)" if sink.not_spooled else ""
-        tail = [f"  events spooled: {sink.written}{lost}", *delivery.report()]
+        if sink.objects_not_spooled:
+            lost += f"; object records not spooled: {sink.objects_not_spooled}"
+        tail = [f"  events spooled: {sink.written - sink.objects_written}{lost}", *delivery.report()]
+    tail.insert(0, _objects_line(result.stats, args.objects_out, spooled=delivery is not None))
     stopped = f"stopped by {signal.Signals(signals[0]).name}" if signals else "stopped: no room" if no_room else None
     _print_summary(result, tail, stopped=stopped)
     if signals:
@@ -110,6 +117,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         log.error("replay stopped: %s", no_room)
         return Exit.FAILED
     return Exit.OK if drained else Exit.FAILED
+
+
+def _objects_line(stats, objects_out: str | None, *, spooled: bool) -> str:  # noqa: ANN001 - PipelineStats
+    where = ("stdout" if objects_out == "-" else objects_out) if objects_out else "the spool" if spooled else None
+    to = f" to {where}" if where else " (not written: give --objects-out FILE)"
+    return f"  objects: {stats.objects}, located {stats.objects_located}{to}"
 
 
 def _print_summary(result, tail: list[str], stopped: str | None = None) -> None:  # noqa: ANN001

@@ -23,6 +23,7 @@ DEFAULT_CONFIG_PATHS = (Path("/etc/edge-detector/edge.toml"),)
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
     "KAFKA_TOPIC": ("kafka", "topic"),
+    "KAFKA_OBJECTS_TOPIC": ("kafka", "objects_topic"),
     "KAFKA_SASL_USERNAME": ("kafka", "sasl_username"),
     "KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
     "KAFKA_COMPRESSION_TYPE": ("kafka", "compression_type"),

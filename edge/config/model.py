@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from edge.config.gps import GpsConfig, NoGpsConfig
+from edge.config.objects import CameraConfig, TrackingConfig
 from edge.config.sections import (
     DetectorConfig,
     KafkaConfig,
@@ -33,6 +34,8 @@ class Config(Section):
     gps: GpsConfig = Field(default_factory=NoGpsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("gps", mode="before")
     @classmethod

@@ -126,6 +126,10 @@ class SpoolConfig(Section):
 class KafkaConfig(Section):
     bootstrap_servers: str = Field("", description="empty: offline (spool only); KAFKA_BOOTSTRAP_SERVERS")
     topic: str = Field("events.detections", min_length=1, pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    objects_topic: str = Field(
+        "events.objects", min_length=1, pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="object records (one per tracked physical sign), from the same spool; KAFKA_OBJECTS_TOPIC",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str = ""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from edge.cli.args import positive_seconds
+from edge.cli.args import output_file, positive_seconds
 from edge.clock import parse_iso_time
 from edge.config import Config, load_for_command
 from edge.exitcodes import Exit
@@ -65,6 +65,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - argpars
     p.add_argument("--stall-timeout", type=positive_seconds, default=10.0, metavar="S",
                    help="with Kafka: when the broker acknowledges nothing for S seconds, the rest goes through the "
                         "spool and the flusher (default 10)")
+    p.add_argument("--objects-out", type=output_file, metavar="FILE", help="write the object records (one per "
+                   "tracked object, with where it stands) as JSON lines to FILE ('-' = stdout) instead of the spool; "
+                   "also with --dry-run")
     p.add_argument("--workers", type=int, default=2, help="conversion threads (default 2)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_ingest_csv)
@@ -122,6 +125,7 @@ def _options(args: argparse.Namespace, cfg: Config) -> Options:
     return Options(
         vehicle_id=cfg.vehicle.vehicle_id, camera_id=cfg.vehicle.camera_id, session_id=cfg.vehicle.session_id,
         start_time=start, rejects=args.rejects or "", workers=max(1, args.workers), force=args.force,
+        tracking=cfg.tracking if cfg.tracking.enabled else None, camera=cfg.camera,
     )
 
 
@@ -148,15 +152,17 @@ def _dry_run(args: argparse.Namespace, opts: Options, files: list[str], missing:
     progress = Progress(enabled=not args.quiet)
     stop = threading.Event()
     t0 = time.monotonic()
-    with stop_on_signals(stop, (signal.SIGINT, signal.SIGTERM), "finishing the current chunk, then stopping") as signals:
-        reports = _run_files(Ingest(opts, sink, None, progress, stop), files, progress)
+    with contextlib.ExitStack() as stack, \
+            stop_on_signals(stop, (signal.SIGINT, signal.SIGTERM), "finishing the current chunk, then stopping") as signals:
+        objects = _objects_file(stack, args)
+        reports = _run_files(Ingest(opts, sink, None, progress, stop, objects=objects), files, progress)
     elapsed = time.monotonic() - t0
     if args.full:
         sys.stdout.flush()
     else:
         for ev in sink.samples:
             print(json.dumps(ev, separators=(",", ":"), ensure_ascii=False))
-    lines = _summary(reports, elapsed, dry_run=True)
+    lines = _summary(reports, elapsed, dry_run=True, objects_out=args.objects_out)
     lines.append(f"  serialised {sink.events:,} events ({sink.bytes:,} bytes of JSON); nothing sent (dry run)")
     print("\n".join(lines), file=sys.stderr)
     return _exit_code(reports, missing, signals)
@@ -197,9 +203,11 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
         if delivery.flusher is not None:  # with a broker: straight to Kafka, the spool only for what it refuses
             sink = DirectWriter(cfg.kafka, spooled, delivery.metrics, stop, stall_s=args.stall_timeout)
             opts.chunk_bytes = DIRECT_CHUNK_BYTES
-        with stop_on_signals(stop, (signal.SIGINT, signal.SIGTERM), "finishing the current chunk, then stopping") as signals:
+        with contextlib.ExitStack() as stack, \
+                stop_on_signals(stop, (signal.SIGINT, signal.SIGTERM), "finishing the current chunk, then stopping") as signals:
+            objects = _objects_file(stack, args) or room.write_objects
             try:
-                reports = _run_files(Ingest(opts, sink, checkpoints, progress, stop), files, progress)
+                reports = _run_files(Ingest(opts, sink, checkpoints, progress, stop, objects=objects), files, progress)
             finally:
                 if sink is not spooled:
                     sink.close()
@@ -209,7 +217,7 @@ def _ingest(args: argparse.Namespace, cfg: Config, opts: Options, files: list[st
         stats = delivery.spool.stats()
         snap = delivery.metrics.snapshot()
         delivery.finish(0.0 if stop.is_set() else 5.0)
-    lines = _summary(reports, elapsed, dry_run=False)
+    lines = _summary(reports, elapsed, dry_run=False, objects_out=args.objects_out)
     accepted = sum(r.written for r in reports)
     if delivery.flusher is None:
         lines.append(f"  spooled {accepted:,} events to {cfg.spool_path()}; no Kafka configured "
@@ -240,7 +248,16 @@ def _ms(snap: dict, q: str) -> float:
     return 1000.0 * float(snap.get(f"latency_{q}_s") or 0.0)
 
 
-def _summary(reports: list[FileReport], elapsed: float, *, dry_run: bool) -> list[str]:
+def _objects_file(stack: contextlib.ExitStack, args: argparse.Namespace):  # noqa: ANN202 - an ObjectSink or None
+    """--objects-out: the object records to a JSON-lines file (closed with the stack)."""
+    if not args.objects_out:
+        return None
+    from edge.sinks.jsonl import JsonlSink
+
+    return stack.enter_context(contextlib.closing(JsonlSink(args.objects_out))).write
+
+
+def _summary(reports: list[FileReport], elapsed: float, *, dry_run: bool, objects_out: str | None = None) -> list[str]:
     rows = sum(r.rows for r in reports)
     rejected = sum(r.rejected for r in reports)
     new_rows = sum(r.processed for r in reports)
@@ -255,6 +272,9 @@ def _summary(reports: list[FileReport], elapsed: float, *, dry_run: bool) -> lis
             lines.append(f"    rejects: {r.rejects_path}")
     lines += [
         f"  parsed    {rows:>12,} rows   rejected {rejected:,}",
+        f"  objects   {sum(r.objects for r in reports):>12,}        located {sum(r.located for r in reports):,}"
+        + (f" (to {'stdout' if objects_out == '-' else objects_out})" if objects_out
+           else " (not written: --objects-out FILE)" if dry_run else " (to the spool)"),
         f"  time      {elapsed:>12.2f} s    throughput {new_rows / max(elapsed, 1e-9):,.0f} rows/s (this run)",
     ]
     return lines

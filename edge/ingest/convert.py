@@ -6,15 +6,30 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from edge.ingest.fast import FastChunk, FastPath
 from edge.ingest.rows import (
     FileContext,
     Header,
+    Row,
     RowError,
     build_event,
     event_json,
     parse_row,
 )
+
+
+def splice_track_id(event_json: bytes, track_id: int) -> bytes:
+    """An event's JSON (no newline, or one) with its `"track_id":null` replaced by the id: both paths write null,
+    the tracker (edge.ingest.tracking) runs after them, in line order."""
+    at = event_json.rfind(_NULL)
+    if at < 0:
+        raise ValueError(f"no track_id null in event {bytes(event_json[:80])!r}")
+    return b'%s"track_id":%d%s' % (event_json[:at], track_id, event_json[at + len(_NULL):])
+
+
+_NULL = b'"track_id":null'
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +48,7 @@ class Batch:
     exact: list[tuple[int, bytes, str, float]] = field(default_factory=list)  # (line, json, id, captured)
     rejects: list[Reject] = field(default_factory=list)
     first_line: int = 0
+    exact_rows: dict[int, Row] = field(default_factory=dict)  # line -> values of each exact row, for tracking
 
     @property
     def accepted(self) -> int:
@@ -64,6 +80,52 @@ class Batch:
             yield nxt
             nxt = next(exact, None)
 
+    def points(self) -> dict:
+        """What tracking reads of each accepted row, in line order: arrays (u, v, confidence, lat, lon, heading
+        NaN where empty, frame, time) and lists (class, id, line)."""
+        keys = ("u", "v", "confidence", "lat", "lon", "heading", "frame", "time")
+        cols: dict = {k: [] for k in (*keys, "class", "id", "line")}
+        fast = self.fast
+        if fast is not None and fast.rows.size:
+            for k in keys:
+                cols[k].append(fast.points[k])
+            cols["class"] += fast.points["class"]
+            cols["id"] += fast.ids.view("S36").ravel().astype("U36").tolist()
+            cols["line"] += (fast.rows + self.first_line).tolist()
+        if self.exact:
+            nan = float("nan")
+            rows = [(line, did, self.exact_rows[line], cap) for line, _v, did, cap in self.exact]
+            values = {k: [] for k in keys}
+            for line, did, r, cap in rows:
+                for k, x in zip(keys, (r.u, r.v, r.confidence, r.vehicle_lat, r.vehicle_lon, r.heading,
+                                       r.frame_number, cap)):
+                    values[k].append(nan if x is None else x)
+                cols["class"].append(r.class_name)
+                cols["id"].append(did)
+                cols["line"].append(line)
+            for k in keys:
+                cols[k].append(np.asarray(values[k], np.float64))
+        out = {k: np.concatenate(cols[k]) if cols[k] else np.zeros(0) for k in keys}
+        order = np.argsort(np.asarray(cols["line"], np.int64), kind="stable")
+        for k in keys:
+            out[k] = out[k][order]
+        for k in ("class", "id", "line"):
+            out[k] = [cols[k][i] for i in order.tolist()]
+        out["line"] = np.asarray(out["line"], np.int64)
+        return out
+
+    def set_track_ids(self, track: dict[int, int]) -> None:
+        """Writes each accepted row's track id (line -> id) into its event JSON."""
+        fast = self.fast
+        if fast is not None and fast.rows.size:
+            data = bytes(fast.data)
+            starts = fast.starts.tolist() + [len(data)]
+            lines = (fast.rows + self.first_line).tolist()
+            parts = [splice_track_id(data[s:e], track[line]) for s, e, line in zip(starts, starts[1:], lines)]
+            fast.starts = np.cumsum([0] + [len(p) for p in parts[:-1]], dtype=np.int64)
+            fast.data = memoryview(b"".join(parts))
+        self.exact = [(line, splice_track_id(value, track[line]), did, cap) for line, value, did, cap in self.exact]
+
     def json_lines(self) -> Iterator[bytes | memoryview]:
         """Newline-terminated JSON lines of the accepted rows (buffers: write them, do not keep them)."""
         if self.fast is not None and not self.exact:
@@ -82,6 +144,7 @@ def _exact_row(fields: list[str], line: int, raw: str, header: Header, ctx: File
         batch.rejects.append(Reject(line, str(exc), raw))
         return
     batch.exact.append((line, event_json(event).encode(), event.detection_id, ctx.start_time + row.timestamp_sec))
+    batch.exact_rows[line] = row
 
 
 def _shown(text: str) -> str:

@@ -14,6 +14,7 @@ padding written past a short text is overwritten by the next segment of the same
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ class FastChunk:
     line_starts: np.ndarray  # byte offset of every row in the chunk
     line_ends: np.ndarray  # byte offset of every row's newline
     buffer: np.ndarray | None = None  # owner of `data`
+    points: dict | None = None  # what tracking reads of each accepted row (edge.ingest.tracking), see _points
 
 
 @dataclass
@@ -104,6 +106,22 @@ def _number_texts(x: Num | None, span: tuple | None, rows: np.ndarray, n: int, e
     return sview(ext, int(length.max(initial=1)))[start], length, dot0 if dot0.any() else None
 
 
+def _points(nums: dict[str, Num], rows: np.ndarray, epoch: np.ndarray, codes: np.ndarray, classes: list) -> dict:
+    """Frame, time, class, confidence, u, v and GPS (NaN where empty) of the accepted rows, for the tracker."""
+    def column(name: str) -> np.ndarray:
+        if name not in nums:
+            return np.full(rows.size, np.nan)
+        x = nums[name].value[rows].astype(np.float64)
+        x[nums[name].null[rows]] = np.nan
+        return x
+
+    names = [json.loads(v["class_name"]) if v else "" for v in classes]
+    out = {k: column(c) for k, c in (("u", "u"), ("v", "v"), ("confidence", "confidence"), ("lat", "vehicle_lat"),
+                                     ("lon", "vehicle_lon"), ("heading", "heading"), ("frame", "frame_number"))}
+    out["time"], out["class"] = epoch[rows], [names[c] for c in codes[rows].tolist()]
+    return out
+
+
 class FastPath:
     """Turns regular chunks of one file into JSON lines (see module docstring)."""
 
@@ -162,6 +180,7 @@ class FastPath:
             out.ids = self.ids.hex_ids(first_line + rows)
             segs = self._segment_data(out, fields, nums, codes, classes, ingested_at)
             out.buffer, out.data, out.starts = self._lay_out(segs, rows.size)
+            out.points = _points(nums, rows, epoch, codes, classes)
         return out
 
     def _split(self, chunk: bytes) -> _Fields | None:

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Protocol
 
 from edge.clock import iso_utc
+from edge.config.objects import CameraConfig, TrackingConfig
 from edge.events import recording_session_id
 from edge.ingest.checkpoint import Checkpoints, Progress
 from edge.ingest.convert import Batch, Converter, Reject
 from edge.ingest.reader import CsvFile, InputError
 from edge.ingest.rows import FileContext
+from edge.ingest.tracking import CsvTracking
+from edge.objects.records import ObjectSink
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ class Options:
     chunk_bytes: int = CHUNK_BYTES
     workers: int = 1
     force: bool = False  # ingest again files whose checkpoint says done
+    tracking: TrackingConfig | None = None  # None: rows not tracked (track_id null, no object records)
+    camera: CameraConfig = field(default_factory=CameraConfig)
 
 
 @dataclass
@@ -53,6 +58,8 @@ class FileReport:
     error: str | None = None
     rejects_path: str = ""
     complete: bool = False
+    objects: int = 0  # object records made by this run
+    located: int = 0  # of them, with a position
 
 
 class Stopped(Exception):
@@ -142,6 +149,7 @@ class Ingest:
     checkpoints: Checkpoints | None = None
     on_progress: Callable[[FileReport, int, int], None] | None = None  # (report, bytes read, file size)
     stop: threading.Event = field(default_factory=threading.Event)
+    objects: ObjectSink | None = None  # where object records go (None: counted only)
     _shared_rejects: dict[Path, RejectsFile] = field(default_factory=dict)
     _touched: set[Path] = field(default_factory=set)  # rejects files this run has truncated or continued
 
@@ -217,6 +225,8 @@ class Ingest:
 
     def _convert_all(self, csvf: CsvFile, ctx: FileContext, progress: Progress, rejects: RejectsFile, report: FileReport) -> None:
         local = threading.local()
+        opts = self.opts
+        tracking = CsvTracking(opts.tracking, opts.camera, ctx) if opts.tracking is not None else None
 
         def convert(data: bytes, first_line: int) -> Batch:
             conv = getattr(local, "conv", None)
@@ -242,12 +252,14 @@ class Ingest:
                     break
                 chunk, fut = pending.popleft()
                 batch = fut.result()
+                records = tracking.apply(batch) if tracking is not None else []
                 try:
                     self.sink.write(batch, ctx)
                 except Stopped:
                     break
                 finally:
                     batch.converter.release(batch)  # type: ignore[attr-defined]
+                self._objects(records, report)  # after the events they name
                 rejects.write(ctx.source, batch.rejects)
                 progress.offset, progress.next_line = chunk.end_offset, chunk.next_line  # type: ignore[attr-defined]
                 progress.rows += batch.rows
@@ -262,8 +274,18 @@ class Ingest:
             for _chunk, fut in pending:
                 fut.cancel()
         if progress.done:
+            if tracking is not None:
+                self._objects(tracking.finish(), report)
             self._checkpoint(progress, rejects)
             report.complete = True
+
+    def _objects(self, records: list, report: FileReport) -> None:  # noqa: ANN001 - ObjectRecords
+        if not records:
+            return
+        report.objects += len(records)
+        report.located += sum(r.position_status == "ok" for r in records)
+        if self.objects is not None:
+            self.objects(records)
 
     def _checkpoint(self, progress: Progress, rejects: RejectsFile) -> None:
         if self.checkpoints is None:

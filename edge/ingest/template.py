@@ -49,7 +49,7 @@ _WRITTEN_AS: dict[str, tuple[str, object]] = {
     "heading": ("text", "heading"),
     "camera_id": ("file", "camera_id"),
     "class_id": ("class", None),
-    "bbox": ("texts", ("u", "v", "u", "v")),  # the zero-size box at the bottom-centre point
+    "bbox": ("value", None),  # a point detection
     "inference_latency_ms": ("value", None),
     "captured_at": ("iso", None),
     "model": ("file", "model"),
@@ -57,6 +57,7 @@ _WRITTEN_AS: dict[str, tuple[str, object]] = {
     "gps_source": ("gps", None),
     "gps_status": ("gps", None),
     "gps_age_ms": ("value", None),
+    "track_id": ("value", None),
     "schema_version": ("value", SCHEMA_VERSION),
 }
 _FIELDS = tuple(f.name for f in dataclasses.fields(DetectionEvent))

@@ -1,13 +1,17 @@
-"""File-only sink: detection events as JSON lines to a file or stdout."""
+"""File-only sink: detection events or object records as JSON lines to a file or stdout."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
-from edge.types import DetectionEvent
+
+class Serialised(Protocol):
+    """What the sink writes: DetectionEvent, ObjectRecord."""
+
+    def to_json(self) -> str: ...
 
 
 class JsonlSink:
@@ -18,7 +22,7 @@ class JsonlSink:
         self._fh: TextIO = sys.stdout if self.target == "-" else open(self.target, "w", encoding="utf-8")  # noqa: SIM115
         self.written = 0
 
-    def write(self, events: Sequence[DetectionEvent]) -> None:
+    def write(self, events: Sequence[Serialised]) -> None:
         for event in events:
             self._fh.write(event.to_json())
             self._fh.write("\n")

@@ -8,6 +8,7 @@ from edge.spool.records import (
     SpoolItem,
     SpoolRecord,
     SpoolStats,
+    Stream,
 )
 from edge.spool.schema import FORMAT_VERSION
 from edge.spool.store import Spool
@@ -22,4 +23,5 @@ __all__ = [
     "SpoolItem",
     "SpoolRecord",
     "SpoolStats",
+    "Stream",
 ]

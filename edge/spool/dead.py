@@ -12,7 +12,7 @@ from typing import Any
 
 from edge.spool.mark import MarkKeeper
 from edge.spool.records import SpoolRecord
-from edge.spool.schema import COLUMNS, row_to_record
+from edge.spool.schema import COLUMNS, WIDTH, row_to_record
 
 log = logging.getLogger("edge.spool.store")  # Spool's logger: these lines keep the name they always had
 
@@ -75,12 +75,13 @@ class DeadLetters:
         rows = self._read(f"SELECT {COLUMNS}, error, dead_at FROM dead ORDER BY seq LIMIT ?", (limit,), bad)
         out = []
         for row in rows:
-            record, _, why = row_to_record(row[:10])
+            record, _, why = row_to_record(row[:WIDTH])
             if record is None:
                 bad.append((row[0], why))
                 continue
-            err = row[10].decode("utf-8", errors="replace") if isinstance(row[10], bytes) else str(row[10])
-            out.append((record, err, float(row[11])))
+            err, when = row[WIDTH:]
+            text = err.decode("utf-8", errors="replace") if isinstance(err, bytes) else str(err)
+            out.append((record, text, float(when)))
         if bad:
             self._quarantine("dead", bad)
         return out

@@ -29,6 +29,7 @@ from edge.spool.schema import (
     connect,
     corrupt_name,
     initialise,
+    migrate,
     move_aside,
     problem,
 )
@@ -131,8 +132,11 @@ def open_for_writing(path: Path) -> tuple[sqlite3.Connection, RecoveryReport | N
         conn = connect(path)
         reason = problem(conn, path)
         if reason is None:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
                 initialise(conn)
+            elif version < FORMAT_VERSION:  # an older format that passed its checks: brought up to date in place
+                migrate(conn, path)
             verify_counters(conn, path)
     except SpoolError:
         if conn is not None:

@@ -8,29 +8,37 @@ import time
 from pathlib import Path
 
 from edge.spool.opening import in_use, open_for_reading
-from edge.spool.records import SpoolClosed, SpoolRecord, SpoolStats
-from edge.spool.schema import COLUMNS, row_to_record
+from edge.spool.records import SpoolClosed, SpoolError, SpoolRecord, SpoolStats
+from edge.spool.schema import WIDTH, column_names, row_to_record, select_columns
 
 log = logging.getLogger(__name__)
 
 
 class SpoolReader:
     """Reads a spool another process may be writing (WAL lets it). Counts come from the tables themselves, not from
-    meta; a record failing its checksum is reported and skipped, and left for the owner to quarantine."""
+    meta; a record failing its checksum is reported and skipped, and left for the owner to quarantine. A file of an
+    older format is read as it is (only a writer migrates it)."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, *, max_bytes: int, policy: str):
         self.path = path
         self.max_bytes = max_bytes
         self.policy = policy
         self._conn: sqlite3.Connection | None = conn
+        self._columns = {t: select_columns("stream" in column_names(conn, t)) for t in ("pending", "dead")}
 
     @classmethod
     def open(cls, path: str | Path, *, max_bytes: int, when_full: str) -> SpoolReader:
         """Raises SpoolUnavailable (cannot open it now) or SpoolError (corrupt, newer format, not a spool)."""
         path = Path(path)
         conn = open_for_reading(path)
+        try:
+            reader = cls(path, conn, max_bytes=max_bytes, policy=when_full)
+        except sqlite3.Error as exc:  # its table layout unreadable: what open_for_reading reports for corruption
+            conn.close()
+            raise SpoolError(f"{path}: the spool's tables cannot be read ({exc}); a read-only command leaves it as "
+                             "it is") from exc
         in_use(path, +1)
-        return cls(path, conn, max_bytes=max_bytes, policy=when_full)
+        return reader
 
     def __enter__(self) -> SpoolReader:
         return self
@@ -66,19 +74,21 @@ class SpoolReader:
 
     def peek(self, n: int = 10) -> list[SpoolRecord]:
         """The oldest pending records."""
-        rows = self._live().execute(f"SELECT {COLUMNS} FROM pending ORDER BY seq LIMIT ?", (n,)).fetchall()
+        rows = self._live().execute(f"SELECT {self._columns['pending']} FROM pending ORDER BY seq LIMIT ?",
+                                    (n,)).fetchall()
         return [record for record in (self._check(row, "pending") for row in rows) if record is not None]
 
     def dead_letters(self, limit: int = 100) -> list[tuple[SpoolRecord, str, float]]:
         """Oldest dead letters: (record, error, when dead-lettered)."""
         rows = self._live().execute(
-            f"SELECT {COLUMNS}, error, dead_at FROM dead ORDER BY seq LIMIT ?", (limit,)).fetchall()
+            f"SELECT {self._columns['dead']}, error, dead_at FROM dead ORDER BY seq LIMIT ?", (limit,)).fetchall()
         out = []
         for row in rows:
-            record = self._check(row[:10], "dead")
+            record = self._check(row[:WIDTH], "dead")
             if record is not None:
-                err = row[10].decode("utf-8", errors="replace") if isinstance(row[10], bytes) else str(row[10])
-                out.append((record, err, float(row[11])))
+                err, when = row[WIDTH:]
+                out.append((record, err.decode("utf-8", errors="replace") if isinstance(err, bytes) else str(err),
+                            float(when)))
         return out
 
     def _live(self) -> sqlite3.Connection:

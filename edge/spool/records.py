@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import struct
 import zlib
 from dataclasses import dataclass
@@ -13,7 +14,19 @@ from edge.types import SCHEMA_VERSION, DetectionEvent
 
 # Lengths and fixed fields go into the checksum too, so bytes cannot move between key and id unnoticed.
 _CRC_HEADER = struct.Struct("<IIid")
+_CRC_STREAM = struct.Struct("<i")
 _crc32 = zlib.crc32
+
+
+class Stream(enum.IntEnum):
+    """Which Kafka topic a record goes to, stored with each record (the spool's `stream` column). Records of every
+    stream share one spool, one seq order and one flusher; the values are on disk: never renumber them."""
+
+    DETECTIONS = 0  # detection events, to kafka.topic
+    OBJECTS = 1  # object records (one per tracked physical sign), to kafka.objects_topic
+
+
+STREAMS = frozenset(int(s) for s in Stream)  # plain ints: the read path compares with them
 
 
 class SpoolError(Exception):
@@ -38,13 +51,14 @@ class SpoolFull(TimeoutError):
 
 @dataclass(frozen=True, slots=True)
 class SpoolItem:
-    """What producers append: one event, already serialised."""
+    """What producers append: one event (or object record), already serialised."""
 
     key: str  # Kafka key (vehicle_id)
     value: bytes  # the event JSON, UTF-8
-    detection_id: str
+    detection_id: str  # the id consumers dedupe on (an object record's object_id)
     captured_at: float  # epoch seconds, for captured->acked latency
     schema_version: int = SCHEMA_VERSION
+    stream: int = Stream.DETECTIONS  # which topic it goes to
 
     @classmethod
     def from_event(cls, event: DetectionEvent, captured_at: float | None = None) -> SpoolItem:
@@ -71,6 +85,7 @@ class SpoolRecord(NamedTuple):
     captured_at: float
     enqueued_at: float
     attempts: int
+    stream: int = 0  # a Stream value (an int, as read back): the topic it goes to
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +128,11 @@ class WalLoss:
     lost: int  # pending or dead events the mark counted that are gone
 
 
-def checksum(key: bytes, value: bytes, detection_id: bytes, schema_version: int, captured_at: float) -> int:
-    """CRC32 over value, key, detection id and the fixed fields (TypeError/struct.error on wrong types)."""
+def checksum(
+    key: bytes, value: bytes, detection_id: bytes, schema_version: int, captured_at: float, stream: int = 0
+) -> int:
+    """CRC32 over value, key, detection id and the fixed fields (TypeError/struct.error on wrong types). The stream
+    goes in only when it is not 0: every row written before streams existed (format 1) keeps its checksum."""
     header = _CRC_HEADER.pack(len(key), len(detection_id), schema_version, captured_at)
-    return _crc32(header, _crc32(detection_id, _crc32(key, _crc32(value))))
+    crc = _crc32(header, _crc32(detection_id, _crc32(key, _crc32(value))))
+    return _crc32(_CRC_STREAM.pack(stream), crc) if stream else crc

@@ -11,13 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.spool.records import RecoveryReport
-from edge.spool.schema import COLUMNS, COUNTERS, row_to_record
+from edge.spool.schema import (
+    COLUMNS,
+    COLUMNS_V1,
+    COUNTERS,
+    WIDTH,
+    column_names,
+    row_to_record,
+    select_columns,
+)
 
 log = logging.getLogger(__name__)
 
 _TIME_BUDGET_S = 120.0  # per table: a badly damaged file must not stall the daemon's start for ever
 _NO_LIMIT_SPAN = 1 << 40  # how far past the last good seq to look when the table's end is unknown
-_Q_COLUMNS = "seq, key, value, detection_id, schema_version, captured_at, enqueued_at, attempts, size, crc"
+_Q_COLUMNS = COLUMNS  # quarantine holds a record's columns too, each nullable
 
 
 @dataclass
@@ -96,16 +104,14 @@ def _read_meta(conn: sqlite3.Connection) -> dict[str, int]:
 
 def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, meta: dict[str, int], tally: _Tally) -> None:
     now = time.time()
-    quarantine_sql = (
-        f"INSERT INTO quarantine ({_Q_COLUMNS}, reason, quarantined_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-    )
+    quarantine_sql = f"INSERT INTO quarantine ({_Q_COLUMNS}, reason, quarantined_at) VALUES ({_marks(WIDTH + 2)})"
     seen: set[tuple[bytes, int]] = set()  # (detection_id, crc): a damaged b-tree can show a row twice
     for table in ("pending", "dead"):
         extra = ", error, dead_at" if table == "dead" else ""
-        width = 12 if table == "dead" else 10
-        insert = f"INSERT INTO {table} ({COLUMNS}{extra}) VALUES ({','.join('?' * width)})"
+        insert = f"INSERT INTO {table} ({COLUMNS}{extra}) VALUES ({_marks(WIDTH + 2 if extra else WIDTH)})"
         limit = _table_end(src, table, meta)
-        for kind, item in _scan(src, f"{COLUMNS}{extra}", table, "seq", limit, tally):
+        cols = select_columns(_has_stream(src, table))  # a format-1 file: stream 0, as its migration would set
+        for kind, item in _scan(src, f"{cols}{extra}", table, "seq", limit, tally):
             if kind == "bad":
                 seq, err = item
                 tally.unreadable_rows += 1
@@ -114,37 +120,51 @@ def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, meta: dict[str, int]
                     (seq, _detection_id(src, table, seq), f"salvage: unreadable row in {table}: {err}", now),
                 )
                 continue
-            record, _, why = row_to_record(item[:10])
+            record, _, why = row_to_record(item[:WIDTH])
             if record is None:
                 tally.quarantined += 1
-                dst.execute(quarantine_sql, (*item[:10], f"salvage from {table}: {why}", now))
+                dst.execute(quarantine_sql, (*item[:WIDTH], f"salvage from {table}: {why}", now))
                 continue
-            if table == "dead" and not (isinstance(item[10], bytes) and isinstance(item[11], float)):
-                item = (*item[:10], b"(error text unreadable)", now)
+            if table == "dead" and not (isinstance(item[WIDTH], bytes) and isinstance(item[WIDTH + 1], float)):
+                item = (*item[:WIDTH], b"(error text unreadable)", now)
             if (item[3], item[9]) in seen:
                 continue
             seen.add((item[3], item[9]))
             values = list(item)
             values[1], values[3] = record.key, record.detection_id  # store text as TEXT again
             if table == "dead":
-                values[10] = values[10].decode("utf-8", errors="replace")
+                values[WIDTH] = values[WIDTH].decode("utf-8", errors="replace")
             try:
                 dst.execute(insert, values)
             except sqlite3.IntegrityError:  # its seq (not covered by the checksum) collides: give it a new one
                 values[0] = None
                 dst.execute(insert, values)
             tally.salvaged += 1
-    # Already quarantined records stay quarantined.
-    cols = f"qid, {_Q_COLUMNS}, reason, quarantined_at"
-    for kind, item in _scan(src, cols, "quarantine", "qid", _NO_LIMIT_SPAN, tally):
+    # Already quarantined records stay quarantined (a format-1 file's without a stream, as its migration leaves them).
+    q_cols = _Q_COLUMNS if _has_stream(src, "quarantine") else f"{COLUMNS_V1}, NULL"
+    for kind, item in _scan(src, f"qid, {q_cols}, reason, quarantined_at", "quarantine", "qid", _NO_LIMIT_SPAN, tally):
         if kind == "row":
             try:
-                dst.execute(
-                    f"INSERT INTO quarantine ({_Q_COLUMNS}, reason, quarantined_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    item[1:],
-                )
+                dst.execute(quarantine_sql, item[1:])
             except sqlite3.Error as exc:
                 log.warning("salvage: an old quarantine entry could not be copied: %s", exc)
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _has_stream(src: sqlite3.Connection, table: str) -> bool:
+    """Whether `table` of the file being salvaged has the `stream` column (format 2 on); where its schema cannot be
+    read, what its format number says."""
+    try:
+        return "stream" in column_names(src, table)
+    except sqlite3.DatabaseError:
+        pass
+    try:
+        return src.execute("PRAGMA user_version").fetchone()[0] >= 2
+    except sqlite3.DatabaseError:
+        return True  # the current format: a wrong guess only makes that table's reads fail, as the damage would
 
 
 def _table_end(src: sqlite3.Connection, table: str, meta: dict[str, int]) -> int:

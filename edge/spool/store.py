@@ -11,15 +11,15 @@
 #  3. At-least-once. Leases live in memory only. After a restart or a crash every committed, un-acked
 #     record is pending again and is delivered again; acks are group-committed as well, so an ack
 #     lost in a crash is one more redelivery. Consumers dedupe on detection_id.
-#  4. Order. seq grows with commit order. lease() hands out the oldest pending record that is not
-#     leased; a released record comes before newer ones again.
+#  4. Order. seq grows with commit order, one sequence for every stream (records.Stream: the topic a record goes
+#     to). lease() hands out the oldest pending record that is not leased; a released record comes before newer ones.
 #  5. Bounded. meta.bytes (sum of key + value sizes of pending records) changes in the same
 #     transaction as the rows, so it is exact and read in O(1). It stays <= max_bytes except by
 #     records in flight (drop_oldest never evicts a leased record) and by requeue_dead(). Every
 #     open sets depth, bytes, dead, quarantined and last_seq from the tables (logged when they differ),
 #     so no drift outlives a restart.
-#  6. Integrity. Every row carries schema_version and a CRC32 that every read checks. The file
-#     carries its format in PRAGMA user_version: a newer one is refused with SpoolError. Only a
+#  6. Integrity. Every row carries schema_version, stream and a CRC32 that every read checks. The file carries its
+#     format in PRAGMA user_version: a newer one is refused with SpoolError, an older one migrated at open. Only a
 #     corrupt file (SQLITE_CORRUPT, SQLITE_NOTADB, failed quick_check, missing tables) is moved aside
 #     (kept, never deleted) and salvaged row by row into a fresh spool, in the same open, before
 #     anything else is written; a marker file makes a crash mid-salvage redo it at the next open
@@ -69,6 +69,7 @@ from edge.spool.lock import OwnerLock
 from edge.spool.mark import MarkKeeper
 from edge.spool.opening import close_parts, in_use, open_parts
 from edge.spool.records import (
+    STREAMS,
     RecoveryReport,
     SpoolClosed,
     SpoolError,
@@ -237,11 +238,14 @@ class Spool(GroupCommit, DeadLetters, Transactions):
         for it in items:
             if not isinstance(it.value, bytes):
                 raise TypeError(f"SpoolItem.value must be bytes, got {type(it.value).__name__}")
+            if it.stream not in STREAMS:  # a record no flusher could route: refused here, not quarantined later
+                raise ValueError(f"SpoolItem.stream must be one of {sorted(STREAMS)}, got {it.stream!r}")
+            stream = int(it.stream)  # stored and checksummed as a plain int
             key, did = it.key.encode("utf-8"), it.detection_id.encode("utf-8")
             n = len(key) + len(it.value)
             captured = float(it.captured_at)
-            crc = checksum(key, it.value, did, it.schema_version, captured)
-            rows.append((it.key, it.value, it.detection_id, it.schema_version, captured, now, 0, n, crc))
+            crc = checksum(key, it.value, did, it.schema_version, captured, stream)
+            rows.append((it.key, it.value, it.detection_id, it.schema_version, captured, now, 0, n, crc, stream))
             size += n
         if size > self.max_bytes:
             raise ValueError(f"append of {size} bytes can never fit in a spool of max_bytes={self.max_bytes}")

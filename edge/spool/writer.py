@@ -15,7 +15,7 @@ from typing import Any
 from edge.spool.disk import DiskReserve
 from edge.spool.mark import MarkKeeper
 from edge.spool.records import SpoolClosed, SpoolError, SpoolFull
-from edge.spool.schema import COLUMNS
+from edge.spool.schema import COLUMNS, WIDTH
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class GroupCommit:
                     seq += 1
                     rows.append((seq, *r))
             if rows:
-                c.executemany(f"INSERT INTO pending ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                c.executemany(f"INSERT INTO pending ({COLUMNS}) VALUES ({marks(WIDTH)})", rows)
                 n, size = len(rows), sum(a.size for a in fit)
                 d["last_seq"] += n
                 d["depth"] += n

@@ -15,15 +15,21 @@ def edge_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EDGE_", "INFERENCE_", "VEHICLE_", "CAMERA_"))}
 
 
-def pending(state: Path, what: str = "count(*)") -> int:
-    """`SELECT what FROM pending` of the spool in `state`, read-only; 0 before the spool or its tables exist."""
+def pending(state: Path, what: str = "count(*)", stream: int = 0) -> int:
+    """`SELECT what FROM pending` of the spool in `state` for one stream (0: detection events, 1: object records),
+    read-only; 0 before the spool or its tables exist."""
     db = state / "spool.db"
     if not db.exists():
         return 0
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return con.execute(f"SELECT {what} FROM pending").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not created yet
+        columns = {row[1] for row in con.execute("PRAGMA table_info(pending)")}
+        if not columns:  # tables not created yet
+            return 0
+        if "stream" not in columns:  # a format-1 spool, not migrated yet: detection events only
+            return con.execute(f"SELECT {what} FROM pending").fetchone()[0] if stream == 0 else 0
+        return con.execute(f"SELECT {what} FROM pending WHERE stream = ?", (stream,)).fetchone()[0]
+    except sqlite3.OperationalError:  # a spool being created by its writer
         return 0
     finally:
         con.close()

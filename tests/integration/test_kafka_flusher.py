@@ -1,13 +1,16 @@
-"""The flusher against a real Kafka-protocol broker (Tansu): every event once and in order, offline start,
-a connection cut mid-drain, a dead letter, a bounded shutdown drain, delivery resuming within the backoff cap."""
+"""The flusher against a real Kafka-protocol broker (Tansu): every event once and in order, each stream on its own
+topic, offline start, a connection cut mid-drain, a dead letter, a bounded shutdown drain, delivery resuming within
+the backoff cap."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 from kafka_helpers import consume_until, event_json, make_items, running
@@ -16,6 +19,7 @@ from edge.config import KafkaConfig
 from edge.localkafka.broker import find_broker_binary
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher
+from edge.spool import Stream
 from tests.support import wait_until
 
 FLUSHER_LOG = "edge.sinks.kafka"
@@ -59,6 +63,30 @@ def test_every_event_once_in_vehicle_order(tansu, kafka_topic, spool):
     snap = flusher.metrics.snapshot()
     assert snap["acked"] == 5000 and snap["dead_lettered"] == 0, f"metrics: {snap}"
     assert snap["latency_p99_ms"] is not None and snap["drain_rate_per_s"] > 0, f"latency/rate missing: {snap}"
+
+
+def test_each_stream_lands_on_its_own_topic_once(tansu, kafka_topic, spool):
+    # given detection events and object records interleaved in one spool, and a topic for each stream
+    objects_topic = f"test-objects-{uuid.uuid4().hex[:12]}"
+    tansu.create_topic(objects_topic, partitions=3)
+    items, spec = make_items(600, vehicles=3)
+    items = [dataclasses.replace(it, stream=Stream.OBJECTS) if i % 4 == 0 else it for i, it in enumerate(items)]
+    object_ids = {it.detection_id for it in items if it.stream == Stream.OBJECTS}
+    detection_ids = spec.ids - object_ids
+    spool.append(items)
+    flusher = flusher_for(spool, tansu.bootstrap, kafka_topic, objects_topic=objects_topic)
+    # when the flusher drains the spool
+    with running(flusher):
+        wait_until(lambda: drained(spool, flusher), lambda: f"the spool to drain: {spool.stats()}", 60)
+    # then each record is on its stream's topic, exactly once, and on no other; per-vehicle order kept on each
+    for topic, want in ((kafka_topic, detection_ids), (objects_topic, object_ids)):
+        got = consume_until(tansu.bootstrap, topic, want, deadline_s=30, idle_after_s=0.5)
+        assert got.ids == want, f"{topic}: missing {len(want - got.ids)}, from the other stream {len(got.ids - want)}"
+        assert got.count == len(want), f"{topic}: {got.count - len(want)} duplicates on a clean run"
+        for (partition, vehicle), seqs in got.seqs.items():
+            assert seqs == sorted(seqs), f"{topic}: {vehicle} out of order in partition {partition}"
+    snap = flusher.metrics.snapshot()
+    assert (snap["acked"], snap["objects_acked"]) == (450, 150), f"every record acked once, each stream counted apart: {snap}"
 
 
 def test_independent_client_sees_the_events(tansu, kafka_topic, spool):

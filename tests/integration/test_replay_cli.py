@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge.events import event_schema
+from edge.events import event_schema, object_schema
 from tests.model_factory import coco_metadata, make_model
 
 VOLATILE = {"ingested_at", "inference_latency_ms"}  # measurements of this run, not properties of the drive
@@ -33,16 +33,17 @@ def two_replays(tmp_path_factory, data_dir: Path, yolov8n: Path):
     video = data_dir / "video" / "stop_sign_approach.mp4"
     runs = []
     for i in (1, 2):
-        target = out / f"run{i}.jsonl"
-        proc = edge("replay", str(video), "--model", str(yolov8n), "--out", str(target), "--quiet", "--state-dir", str(out))
+        target, objects = out / f"run{i}.jsonl", out / f"objects{i}.jsonl"
+        proc = edge("replay", str(video), "--model", str(yolov8n), "--out", str(target), "--objects-out", str(objects),
+                    "--quiet", "--state-dir", str(out))
         assert proc.returncode == 0, f"replay {i} should succeed: {proc.stderr[-2000:]}"
-        runs.append((_events(target), proc.stderr))
+        runs.append((_events(target), proc.stderr, _events(objects)))
     return runs
 
 
 @pytest.mark.slow
 def test_golden_replay_of_a_real_stop_sign_approach(two_replays):
-    events, stderr = two_replays[0]
+    events, stderr, _ = two_replays[0]
     frames = {e["frame_number"] for e in events}
     assert {e["class_name"] for e in events} == {"stop sign"}, f"only stop signs in this drive: {set(e['class_name'] for e in events)}"
     assert len(frames) >= 25, f"the stop sign is seen in most of the 43 analysed frames, got {len(frames)}"
@@ -57,11 +58,41 @@ def test_golden_replay_of_a_real_stop_sign_approach(two_replays):
 
 @pytest.mark.slow
 def test_two_replays_give_identical_events(two_replays):
-    (first, _), (second, _) = two_replays
+    (first, _, objects1), (second, _, objects2) = two_replays
     assert [e["detection_id"] for e in first] == [e["detection_id"] for e in second], "same ids on a second replay"
     strip = lambda evs: [{k: v for k, v in e.items() if k not in VOLATILE} for e in evs]  # noqa: E731
     assert strip(first) == strip(second), "every field but the run's own timings must be identical"
     assert len({e["detection_id"] for e in first}) == len(first), "ids are unique within a replay"
+    assert strip(objects1) == strip(objects2), "the same object records, ids and track ids on a second replay"
+
+
+@pytest.mark.slow
+def test_the_stop_sign_drive_gives_exactly_one_stop_sign_object(two_replays):
+    events, stderr, objects = two_replays[0]
+    signs = [o for o in objects if o["class_name"] == "stop sign"]
+    assert len(signs) == 1, f"one physical stop sign in the drive (35 detections, two boxes at frame 12): {objects}"
+    sign = signs[0]
+    ids = {e["track_id"] for e in events}
+    assert ids == {sign["track_id"]}, f"every detection of the drive belongs to the one sign's track: {ids}"
+    assert sign["detections"] == len(events), f"the object counts its {len(events)} detections: {sign}"
+    best = max(events, key=lambda e: e["confidence"])
+    assert (sign["best_detection_id"], sign["best_confidence"]) == (best["detection_id"], best["confidence"]), sign
+    assert (sign["first_seen"], sign["last_seen"]) == (events[0]["captured_at"], events[-1]["captured_at"]), sign
+    assert (sign["lat"], sign["position_status"]) == (None, "no_gps"), f"no GPS in this replay: {sign}"
+    validator = jsonschema.Draft202012Validator(object_schema(), format_checker=jsonschema.FormatChecker())
+    errors = [err.message for err in validator.iter_errors(sign)]
+    assert not errors, f"the object record should match the shipped object schema: {errors}"
+    assert "objects: 1, located 0" in stderr, f"summary counts the objects: {stderr[-600:]}"
+
+
+@pytest.mark.slow
+def test_the_highway_clip_gives_no_object(tmp_path, data_dir, yolov8n):
+    objects = tmp_path / "objects.jsonl"
+    proc = edge("replay", str(data_dir / "video" / "highway_dashcam.mp4"), "--model", str(yolov8n), "--out",
+                str(tmp_path / "events.jsonl"), "--objects-out", str(objects), "--quiet", "--state-dir", str(tmp_path))
+    assert proc.returncode == 0, f"replay should succeed: {proc.stderr[-2000:]}"
+    assert _events(objects) == [], f"no sign stands by this highway (one stray one-frame detection): {objects.read_text()}"
+    assert "objects: 0" in proc.stderr, f"summary says none: {proc.stderr[-600:]}"
 
 
 @pytest.mark.slow
@@ -165,3 +196,4 @@ def test_demo_main_job_delivers_every_event_to_a_local_broker(data_dir, yolov8n)
     assert "started a local Kafka-protocol broker" in proc.stdout, "no broker configured → a local Tansu"
     assert "all events delivered" in proc.stdout, f"every event reaches the topic: {proc.stdout[-800:]}"
     assert "events produced 35; on the topic 35 unique detection ids" in proc.stdout, proc.stdout[-800:]
+    assert "objects made 1; on topic events.objects 1 unique object ids" in proc.stdout, proc.stdout[-800:]

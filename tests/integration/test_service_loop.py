@@ -30,7 +30,7 @@ def _config(tmp_path: Path, data_dir: Path, model: Path, bootstrap: str, topic: 
         f'[source]\nuri = "{data_dir / DRIVE}"\ninference_fps = 5\n'
         f'[detector]\nmodel = "{model}"\nproviders = ["cpu"]\nconfidence = {confidence}\n'
         f'[state]\nstate_dir = "{tmp_path / "state"}"\nruntime_dir = "{tmp_path / "run"}"\n'
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\n'
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\nobjects_topic = "{topic}-objects"\n'
     )
     return path
 
@@ -69,6 +69,12 @@ def test_main_loop_delivers_every_event_and_reports_a_stopped_status(tmp_path, d
     events = {e["detection_id"]: e for e in read_topic(tansu.bootstrap, kafka_topic, 30)}
     assert len(events) == status["detections"] > 0, f"{status['detections']} detections, {len(events)} on the topic"
     assert {e["session_id"] for e in events.values()} == {"20260101-loop01"}, "the configured session"
+    # the service tracks too: the drive's one stop sign is one object record on the objects topic
+    objects = {o["object_id"]: o for o in read_topic(tansu.bootstrap, f"{kafka_topic}-objects", 30)}
+    assert [o["class_name"] for o in objects.values()] == ["stop sign"], f"one stop-sign object: {objects}"
+    (sign,) = objects.values()
+    assert {e["track_id"] for e in events.values()} == {sign["track_id"]}, "every event names the sign's track"
+    assert sign["detections"] == len(events), f"the object counts the {len(events)} events: {sign}"
 
 
 def test_stop_ends_the_loop_and_reload_applies_new_thresholds(tmp_path, data_dir, yolov8n, tansu, kafka_topic,

@@ -41,7 +41,7 @@ def test_seed_row_becomes_the_documented_event():
     assert (d["frame_number"], d["timestamp_sec"], d["pixel_u"], d["pixel_v"]) == (75, 2.5, 1737.28, 630.06), d
     assert (d["confidence"], d["class_name"], d["class_id"]) == (0.5249, "stop sign", 11), d
     assert (d["vehicle_lat"], d["vehicle_lon"], d["heading"]) == (43.79, -79.314, 45.0), d
-    assert d["bbox"] == [1737.28, 630.06, 1737.28, 630.06], "unknown box: zero-size at the bottom-centre point"
+    assert d["bbox"] is None, "a CSV row is a point detection: no box"
     assert (d["gps_source"], d["gps_status"], d["inference_latency_ms"]) == ("track", "ok", None), d
     assert d["captured_at"] == iso_utc(1_700_000_002.5), "captured_at = start time + timestamp_sec"
     assert d["detection_id"] == detection_id("20250101-abcdef", "drive.csv", 2), "id from session, file, line"

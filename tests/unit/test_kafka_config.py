@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from edge.backoff import Backoff
-from edge.config import KafkaConfig
+from edge.config import KafkaConfig, load_config
 from edge.sinks.kafka import KafkaFlusher, producer_config, redact
+from edge.sinks.kafka.config import stream_topics
+from edge.spool import Stream
 
 
 def test_defaults_are_idempotent_acks_all_zstd():
@@ -79,3 +81,15 @@ def test_backoff_doubles_with_jitter_caps_and_resets():
     assert high.next() == pytest.approx(0.1), "reset on success"
     low = Backoff(0.1, 30.0, rng=lambda: 0.0)
     assert low.next() == pytest.approx(0.05), "jitter takes at most half off"
+
+
+def test_objects_topic_default_environment_and_stream_order():
+    assert KafkaConfig().objects_topic == "events.objects", "object records go to events.objects by default"
+    got = load_config(None, env={"KAFKA_OBJECTS_TOPIC": "objs"}).kafka.objects_topic
+    assert got == "objs", f"KAFKA_OBJECTS_TOPIC should set kafka.objects_topic, got {got!r}"
+    with pytest.raises(ValidationError, match="objects_topic"):
+        KafkaConfig(objects_topic="no spaces allowed")
+    topics = stream_topics(KafkaConfig(topic="dets", objects_topic="objs"))
+    assert (topics[Stream.DETECTIONS], topics[Stream.OBJECTS]) == ("dets", "objs"), \
+        f"the topic tuple is indexed by the spool's stream values: {topics}"
+    assert len(topics) == len(Stream), f"one topic per stream: {topics}"

@@ -17,14 +17,15 @@ from edge.latency import StageLatencies
 from edge.metrics import Metrics
 from edge.sinks.kafka import KafkaFlusher, Step
 from edge.sinks.protocols import Flusher, FlusherSpool
-from edge.spool import Spool, SpoolRecord, SpoolStats
+from edge.spool import Spool, SpoolRecord, SpoolStats, Stream
 from tests.support import wait_until
 
 
 class FakeSpool:
     """FlusherSpool in memory: pending -> leased -> acked | released | dead."""
 
-    def __init__(self, n: int = 0, value: Callable[[int], bytes] = lambda i: b'{"x":1}'):
+    def __init__(self, n: int = 0, value: Callable[[int], bytes] = lambda i: b'{"x":1}',
+                 stream: Callable[[int], int] = lambda i: 0):
         self.records: dict[int, SpoolRecord] = {}
         self.leased: set[int] = set()
         self.acked: list[int] = []
@@ -33,7 +34,7 @@ class FakeSpool:
         self.max_leased = 0
         now = time.time()
         for i in range(n):
-            self.records[i] = SpoolRecord(i, f"v{i % 3}", value(i), f"det-{i}", 1, now, now, 0)
+            self.records[i] = SpoolRecord(i, f"v{i % 3}", value(i), f"det-{i}", 1, now, now, 0, stream(i))
 
     def lease(self, max_n: int) -> list[SpoolRecord]:
         out = [r for s, r in sorted(self.records.items()) if s not in self.leased][:max_n]
@@ -264,6 +265,37 @@ def test_broker_size_error_on_batch_isolates_the_culprit():
     # then only the big one is dead-lettered, after being sent alone
     assert list(spool.dead) == [12], f"innocent batch members dead-lettered: {spool.dead}"
     assert sorted(spool.acked) == [i for i in range(30) if i != 12], "all others delivered"
+
+
+def test_each_stream_goes_to_its_own_topic_in_spool_order():
+    # given detection events (stream 0) and object records (stream 1) interleaved in the spool
+    spool = FakeSpool(30, stream=lambda i: Stream.OBJECTS if i % 3 == 0 else Stream.DETECTIONS)
+    f, producers, _ = make(spool, cfg(objects_topic="objects.test"))
+    # when everything is delivered
+    run_steps(f, lambda: not spool.records)
+    # then each went to its stream's topic, in spool order within each topic
+    by_topic: dict[str, list[str]] = {}
+    for m in producers[0].produced:
+        by_topic.setdefault(m._t, []).append(dict(m._h)["detection_id"])
+    objects = [f"det-{i}" for i in range(30) if i % 3 == 0]
+    detections = [f"det-{i}" for i in range(30) if i % 3 != 0]
+    assert by_topic == {"objects.test": objects, "events.test": detections}, f"topics and order: {by_topic}"
+    assert sorted(spool.acked) == list(range(30)), f"every record acked once: {spool.acked}"
+
+
+def test_an_object_record_sent_alone_after_a_size_error_goes_to_the_objects_topic():
+    # given a broker that rejects any batch holding the big object record, which it accepts alone
+    spool = FakeSpool(12, value=lambda i: b"B" * 50 if i == 5 else b"{}", stream=lambda i: int(i == 5))
+
+    def outcome(batch, i):
+        return KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if len(batch) > 1 and len(batch[i]._v) > 10 else None
+
+    f, producers, _ = make(spool, cfg(objects_topic="objects.test"), outcome=outcome)
+    run_steps(f, lambda: not spool.records)
+    # then its resend alone (the isolation path) used its own topic too
+    sent = [(m._t, dict(m._h)["detection_id"]) for m in producers[0].produced if dict(m._h)["detection_id"] == "det-5"]
+    assert sent == [("objects.test", "det-5")] * 2, f"sent in its batch, then alone, both to objects.test: {sent}"
+    assert sorted(spool.acked) == list(range(12)) and not spool.dead, f"all delivered: {spool.acked}, {spool.dead}"
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,12 @@ def event_headers(detection_id: str, schema_version: int) -> list[tuple[str, Any
     return [("detection_id", detection_id), version, CONTENT_TYPE_HEADER]
 
 
+def stream_topics(cfg: KafkaConfig) -> tuple[str, str]:
+    """The topic of each spool stream, indexed by SpoolRecord.stream (edge.spool.Stream): a tuple, so that the
+    produce loop pays one index per record. DETECTIONS (0) -> kafka.topic, OBJECTS (1) -> kafka.objects_topic."""
+    return (cfg.topic, cfg.objects_topic)
+
+
 def producer_config(cfg: KafkaConfig) -> dict[str, Any]:
     """librdkafka settings for `cfg`: idempotent, acks=all, bounded retries, SASL/SSL; `properties` last."""
     conf: dict[str, Any] = {

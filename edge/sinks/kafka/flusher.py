@@ -1,6 +1,8 @@
 """The Kafka flusher: leases events from the spool, produces them idempotently, acks them only on delivery.
 
 Invariants:
+- Each record goes to the topic of its spool stream (`stream_topics`: detection events to kafka.topic, object
+  records to kafka.objects_topic). Both come out of one lease order, so each topic gets them in spool order.
 - An event leaves the spool (`ack`) only from a successful delivery report; every other outcome
   `release`s it (sent again later: consumers dedupe on detection_id) or, for an error about the
   message itself, `dead_letter`s it. Nothing is ever only in librdkafka's memory: until acked it
@@ -43,6 +45,7 @@ from edge.sinks.kafka.config import (
     event_headers,
     producer_config,
     redact,
+    stream_topics,
 )
 from edge.sinks.kafka.errors import Kind, classify, describe, error_of, quietly
 from edge.sinks.kafka.reports import DeliveryReports, State
@@ -81,6 +84,7 @@ class KafkaFlusher(DeliveryReports):
         stages: StageLatencies | None = None,  # the service's stage latencies: produce, ack and total recorded here
     ):
         self.cfg = cfg
+        self._topics = stream_topics(cfg)  # indexed by SpoolRecord.stream
         self.stages = stages
         self._sent_at: dict[int, float] = {}  # seq -> when produced (wall clock), only while `stages` is kept
         self.spool = spool
@@ -273,7 +277,7 @@ class KafkaFlusher(DeliveryReports):
         """Produce `records` in order; on a stop or an isolation, release the ones not produced.
 
         Returns (produced, None) or (produced, STOP: failed, back off | SKIPPED: halted to isolate one)."""
-        produce, topic, inflight = self._producer.produce, self.cfg.topic, self._inflight
+        produce, topics, inflight = self._producer.produce, self._topics, self._inflight
         report, partial, headers, solo = self._report, functools.partial, event_headers, self._solo
         produced = 0
         if self.stages is not None:
@@ -284,7 +288,7 @@ class KafkaFlusher(DeliveryReports):
                 return produced + self._produce_solo(records, i), _Produced.SKIPPED
             inflight[seq] = rec
             try:
-                produce(topic, rec.value, rec.key, headers=headers(rec.detection_id, rec.schema_version),
+                produce(topics[rec.stream], rec.value, rec.key, headers=headers(rec.detection_id, rec.schema_version),
                         on_delivery=partial(report, seq))
                 produced += 1
             except (BufferError, KafkaException, TypeError, ValueError) as exc:
@@ -311,12 +315,13 @@ class KafkaFlusher(DeliveryReports):
         if not self._inflight:
             self._inflight[rec.seq] = rec
             try:
-                self._producer.produce(self.cfg.topic, rec.value, rec.key,
+                self._producer.produce(self._topics[rec.stream], rec.value, rec.key,
                                        headers=event_headers(rec.detection_id, rec.schema_version),
                                        on_delivery=functools.partial(self._report, rec.seq))
                 produced = 1
                 self._solo_inflight = rec.seq
-                log.info("resending event seq %d alone after a size error on its batch", rec.seq)
+                log.info("resending event seq %d alone to %s after a size error on its batch", rec.seq,
+                         self._topics[rec.stream])
             except (BufferError, KafkaException, TypeError, ValueError) as exc:
                 del self._inflight[rec.seq]
                 if self._produce_failed(rec, exc) is not _Produced.STOP:

@@ -123,7 +123,8 @@ class DeliveryReports:
     def _apply(self) -> None:
         """Turn the delivery reports collected by poll() into spool acks, releases and dead letters."""
         acked: list[int] = []
-        captured: list[float] = []
+        captured: list[float] = []  # of acked detection events: delivery latency and the "acked" count
+        objects = 0  # acked object records: counted apart, so that "acked" stays the events' count
         if self._reports:
             reports, self._reports = self._reports, []
             pop, up, downs = self._inflight.pop, False, 0
@@ -143,7 +144,10 @@ class DeliveryReports:
                     self._solo_inflight = None
                 if err is None:
                     acked.append(seq)
-                    captured.append(rec.captured_at)
+                    if rec.stream:
+                        objects += 1
+                    else:
+                        captured.append(rec.captured_at)
                     up = True
                     continue
                 if up:  # keep transitions in report order
@@ -162,6 +166,8 @@ class DeliveryReports:
             now = time.time()
             total = now - np.asarray(captured)
             self.metrics.record_acked(total)
+            if objects:
+                self.metrics.inc("objects_acked", objects)
             if self.stages is not None:
                 self._time_acked(acked, total, now)
             self._backoff.reset()

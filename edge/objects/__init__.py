@@ -1,0 +1,1 @@
+"""Objects: tracking detections across frames, and where each tracked sign stands on the map."""
