@@ -19,6 +19,7 @@ from edge.types import DetectionEvent, ObjectRecord
 
 log = logging.getLogger(__name__)
 
+_PRUNE_AT = 4096  # names of CSV tracks kept before those of dropped tracks are forgotten
 _EDGE_PX = 1.0  # a box this close to the image's left or right side is taken as cut by it
 ObjectSink = Callable[[Sequence[ObjectRecord]], None]
 
@@ -49,6 +50,7 @@ class ObjectTracking:
         self.tracker = Tracker(max_age_s=tracking.max_age_s, high_confidence=tracking.high_confidence,
                                min_hits=tracking.min_hits, image_width=image_width)
         self._public: dict[int, int] = {}  # tracker id -> the id its events carry, when `assign` is given keys
+        self._prune_at = _PRUNE_AT
         self.vehicle_id, self.camera_id, self.session_id = vehicle_id, camera_id, session_id
         self.model, self.clock, self.log_records = model, clock, log_records
         self.made = 0  # object records made
@@ -71,7 +73,14 @@ class ObjectTracking:
         public = self._public
         for tid, key in zip(ids, keys):
             public.setdefault(tid, int(key))
-        return [public[tid] for tid in ids]
+        out = [public[tid] for tid in ids]
+        if len(public) > self._prune_at:
+            # tracks dropped for too few hits make no record that would pop their entry: keep the open and the
+            # just-ended ones (their records are made by the next `observe`)
+            keep = self.tracker.live_ids() | {track.track_id for track in self._ended}
+            self._public = {tid: key for tid, key in public.items() if tid in keep}
+            self._prune_at = max(_PRUNE_AT, 2 * len(self._public))
+        return out
 
     def observe(self, events: Sequence[DetectionEvent]) -> list[ObjectRecord]:
         """Hands the frame's built events (in the order of `assign`) to their tracks; returns the records of the

@@ -304,6 +304,10 @@ class Tracker:
             ids[det.index] = lv.track.track_id
         return ids, ended
 
+    def live_ids(self) -> set[int]:
+        """Ids of the tracks still open."""
+        return set(self._live)
+
     def finish(self) -> list[Track]:
         """End of input: every open track with hits >= min_hits, in track_id order (shorter ones are counted in
         `dropped`); the tracker is then empty (ids keep counting)."""
