@@ -242,5 +242,7 @@ class Delivery:
                     failed=snap.get("failed", 0), dead=snap.get("dead_lettered", 0),
                     p50=snap.get("latency_p50_ms") or 0.0, p99=snap.get("latency_p99_ms") or 0.0,
                 ) + (f", producer recreated {snap['producer_recreated']}" if snap.get("producer_recreated") else "")
+                + (f"; {self.cfg.kafka.objects_topic}: object records acked {snap['objects_acked']}"
+                   if snap.get("objects_acked") else "")
             )
         return lines
