@@ -16,6 +16,7 @@ with the broker (bench/csv_bench.py --only e2e, README).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -217,8 +218,7 @@ class DirectWriter:
         log.warning("kafka refused %d events of a batch (%s): spooled for the flusher",
                     len(reports.failed) + len(reports.refused), "; ".join(f"{e} ×{n}" for e, n in reports.errors.items()))
         now = time.time()
-        items = [SpoolItem(msg.key().decode(), msg.value(), dict(msg.headers())["detection_id"].decode(), now)
-                 for msg in reports.failed]
+        items = [SpoolItem(msg.key().decode(), msg.value(), _detection_id(msg), now) for msg in reports.failed]
         items += [SpoolItem(key, value, did, now) for value, did in reports.refused]
         self.spooled.append(items)
 
@@ -226,3 +226,13 @@ class DirectWriter:
         if err.fatal():
             self._fatal = self._fatal or err.str()
 
+
+def _detection_id(msg: Any) -> str:
+    """The detection id of a message a delivery report failed: its header, or (a fenced producer's report carries
+    no headers) the event's own field."""
+    headers = msg.headers()
+    if headers:
+        did = dict(headers).get("detection_id")
+        if did is not None:
+            return did.decode() if isinstance(did, bytes) else str(did)
+    return json.loads(msg.value())["detection_id"]

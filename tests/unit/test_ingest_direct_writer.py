@@ -163,3 +163,21 @@ def test_a_full_local_queue_waits_for_reports_and_loses_nothing():
     w.write(batch(50), CTX)
     assert (producer.produced, w.acked) == (50, 50), f"every event produced once room was made: {producer.produced}"
     assert not spooled.batches and not spooled.items, "back-pressure is not a failure: nothing spooled"
+
+
+def test_a_failed_report_without_headers_still_names_its_detection():
+    # a fenced producer's delivery reports carry no headers (seen when the broker was replaced mid-run)
+    from edge.ingest.direct import _detection_id
+
+    class Report:
+        def __init__(self, headers):  # noqa: ANN001
+            self._headers = headers
+
+        def headers(self):  # noqa: ANN202
+            return self._headers
+
+        def value(self) -> bytes:
+            return b'{"detection_id":"d-1","track_id":null}'
+
+    assert _detection_id(Report(None)) == "d-1", "no headers: the id comes from the event itself"
+    assert _detection_id(Report([("detection_id", b"d-2")])) == "d-2", "the header when there is one"
