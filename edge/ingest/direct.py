@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from edge.config import KafkaConfig
 from edge.ingest.convert import Batch
@@ -40,12 +40,19 @@ STALL_S = 10.0  # no acknowledgement for this long: the broker is taken as down,
 POLL_S = 0.05
 
 
+# delivery errors after which this producer gets nothing more through (a broker replaced under it, say)
+_FENCED = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED,
+                     KafkaError.UNKNOWN_PRODUCER_ID, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                     KafkaError.INVALID_PRODUCER_ID_MAPPING})
+
+
 class _Reports:
     """The delivery reports of one batch: a count of successes, the events that failed (to be spooled)."""
 
-    __slots__ = ("acked", "failed", "refused", "errors")
+    __slots__ = ("acked", "failed", "refused", "errors", "fenced")
 
     def __init__(self) -> None:
+        self.fenced = False  # a report said this producer is fenced or unknown to the broker (a replaced broker)
         self.acked = 0
         self.failed: list[Any] = []  # confluent_kafka.Message: key, value and headers to spool it from
         self.refused: list[tuple[bytes, str]] = []  # (value, detection id) that produce() itself refused
@@ -57,6 +64,7 @@ class _Reports:
         else:
             self.failed.append(msg)
             self.note(err.str())
+            self.fenced = self.fenced or err.code() in _FENCED
 
     def note(self, error: str) -> None:
         self.errors[error] = self.errors.get(error, 0) + 1
@@ -108,6 +116,10 @@ class DirectWriter:
             self.metrics.record_acked([time.time() - t0] * reports.acked)
         if reports.failed or reports.refused:
             self._spool_failed(reports, ctx.vehicle_id)
+        if reports.fenced:  # every later batch would be refused the same way: the flusher's producer recovers
+            log.warning("kafka %s: this producer is fenced or unknown to the broker (%s); the rest go through the "
+                        "spool (the flusher sends them when it can)", self.cfg.bootstrap_servers, ", ".join(reports.errors))
+            self.direct = False
 
     def close(self) -> None:
         """Nothing is in flight between batches; the purge only drops what an interrupted batch left."""
